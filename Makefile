@@ -1,0 +1,22 @@
+# Two commands that work on a fresh clone (each sets up .venv first):
+#   make demo   - train on the embedded default (cpu-demo without a GPU)
+#   make test   - the whole test suite, offline, on CPU
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo smoke test bench clean
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m kit.train
+
+smoke: setup
+	$(PY) -m kit.train --config smoke output_dir=runs/smoke-$$(date +%s)
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf runs .pytest_cache

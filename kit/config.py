@@ -1,0 +1,280 @@
+"""Typed recipes: YAML files under templates/recipes/ plus `key=value` overrides.
+
+Every error is one line naming the field and the fix. The GRPO checks that usually
+surface an hour into a run (batch divisibility, LoRA rank, sequence budget, scale)
+run here, before any model loads.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kit.paths import RECIPES_DIR
+
+
+class ConfigError(ValueError):
+    """A recipe or an override is wrong; the message says where and how to fix it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticConfig(_Strict):
+    n_users: int = Field(200, ge=2)
+    n_items: int = Field(150, ge=2)
+    interactions_per_user: int = Field(20, ge=3)
+    noise: float = Field(0.5, ge=0.0, description="std of the Gaussian noise on the latent score")
+    seed: int = 0
+
+
+class DataConfig(_Strict):
+    source: Literal["synthetic", "prepared"] = "synthetic"
+    path: Optional[str] = Field(None, description="prepared data folder (source: prepared)")
+    synthetic: SyntheticConfig = SyntheticConfig()
+    history_user: int = Field(10, ge=1, description="N: the user's last N earlier interactions")
+    history_item: int = Field(10, ge=0, description="N: the item's last N earlier interactions by others")
+    min_history: int = Field(5, ge=0, description="drop targets with fewer history entries in total")
+    review_chars: int = Field(400, ge=0)
+    description_chars: int = Field(400, ge=0)
+    max_train: Optional[int] = Field(None, ge=1)
+    max_eval: int = Field(32, ge=1)
+    eval_split: Literal["valid", "test"] = "valid"
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _path_needed(self):
+        if self.source == "prepared" and not self.path:
+            raise ValueError("data.path is required when data.source is 'prepared' (the folder kit.data prepare wrote)")
+        return self
+
+
+class ScaleConfig(_Strict):
+    min: float = 1.0
+    max: float = 5.0
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.min < self.max:
+            raise ValueError(f"rating_scale.min ({self.min:g}) must be below rating_scale.max ({self.max:g})")
+        return self
+
+
+class LoraConfig(_Strict):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class ModelConfig(_Strict):
+    name: str = Field("smollm2-135m", description="'smollm2-135m' (offline, bundled), a local folder or a hub id")
+    max_seq_length: int = Field(2048, ge=64)
+    load_in_4bit: bool = False
+    dtype: Literal["bfloat16", "float16", "float32", "auto"] = "auto"
+    fast_inference: Literal["auto", "on", "off"] = Field("auto", description="vLLM generation: auto = when a GPU and vLLM exist")
+    gpu_memory_utilization: float = Field(0.5, gt=0.0, le=0.95)
+    max_lora_rank: int = Field(16, ge=1)
+    gradient_checkpointing: bool = True
+    lora: LoraConfig = LoraConfig()
+
+    @model_validator(mode="after")
+    def _rank(self):
+        if self.max_lora_rank < self.lora.r:
+            raise ValueError(f"model.max_lora_rank ({self.max_lora_rank}) must be >= model.lora.r ({self.lora.r}): "
+                             f"set model.max_lora_rank={self.lora.r}")
+        return self
+
+
+class PromptConfig(_Strict):
+    style: Literal["reczero", "think_answer", "answer_only"] = "reczero"
+    max_prompt_tokens: int = Field(1536, ge=32, description="prompts longer than this are dropped, and counted")
+
+
+class PrimingConfig(_Strict):
+    """Supervised 'format priming' on reference answers before GRPO (RecOne-style cold start)."""
+
+    enabled: bool = False
+    samples: int = Field(100, ge=1)
+    epochs: float = Field(2.0, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
+    batch_size: int = Field(4, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    traces: Optional[str] = Field(None, description="JSONL of {prompt/messages, completion} traces; default: synthetic reference answers")
+
+
+class GRPOSettings(_Strict):
+    max_steps: int = Field(100, ge=1)
+    learning_rate: float = Field(5e-6, gt=0)
+    lr_scheduler_type: str = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    optim: str = "adamw_torch"
+    num_generations: int = Field(4, ge=2)
+    per_device_train_batch_size: int = Field(4, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    generation_batch_size: Optional[int] = Field(None, ge=1, description="default: batch x accumulation")
+    max_completion_length: int = Field(256, ge=8)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1.0)
+    beta: float = Field(0.0, ge=0, description="KL coefficient; the paper uses none")
+    epsilon: float = Field(0.2, gt=0)
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "dapo"
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    num_iterations: int = Field(1, ge=1)
+    mask_truncated_completions: bool = False
+    logging_steps: int = Field(1, ge=1)
+    save_steps: int = Field(50, ge=1)
+    save_total_limit: int = Field(2, ge=1)
+    log_completions_every: int = Field(10, ge=1, description="print sample completions every N steps")
+
+    @model_validator(mode="after")
+    def _divides(self):
+        effective = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        gen = self.generation_batch_size or effective
+        if gen % self.num_generations:
+            raise ValueError(
+                f"grpo.num_generations ({self.num_generations}) must divide the generation batch "
+                f"({gen} = grpo.generation_batch_size, or per_device_train_batch_size x gradient_accumulation_steps): "
+                f"e.g. set grpo.per_device_train_batch_size={self.num_generations}")
+        if self.generation_batch_size and self.generation_batch_size % effective:
+            raise ValueError(f"grpo.generation_batch_size ({gen}) must be a multiple of per_device_train_batch_size x "
+                             f"gradient_accumulation_steps ({effective})")
+        return self
+
+
+class RewardSpec(_Strict):
+    name: str = Field(..., description="a name from kit.rewards.REWARDS, 'pkg.mod:fn' or 'file.py:fn'")
+    weight: float = 1.0
+
+
+class EvalConfig(_Strict):
+    enabled: bool = True
+    samples: int = Field(32, ge=1)
+    max_new_tokens: int = Field(256, ge=1)
+    batch_size: int = Field(8, ge=1)
+    before_training: bool = True
+
+
+class KitConfig(_Strict):
+    name: str = "run"
+    output_dir: str = "runs/run"
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = DataConfig()
+    rating_scale: ScaleConfig = ScaleConfig()
+    model: ModelConfig = ModelConfig()
+    prompt: PromptConfig = PromptConfig()
+    priming: PrimingConfig = PrimingConfig()
+    grpo: GRPOSettings = GRPOSettings()
+    rewards: list[RewardSpec] = [RewardSpec(name="format"), RewardSpec(name="rating")]
+    evaluation: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _budget(self):
+        need = self.prompt.max_prompt_tokens + self.grpo.max_completion_length
+        if need > self.model.max_seq_length:
+            raise ValueError(
+                f"prompt.max_prompt_tokens ({self.prompt.max_prompt_tokens}) + grpo.max_completion_length "
+                f"({self.grpo.max_completion_length}) = {need} exceeds model.max_seq_length ({self.model.max_seq_length}): "
+                "raise model.max_seq_length or shorten one of them")
+        if not self.rewards:
+            raise ValueError("rewards: name at least one reward, e.g. [{name: format}, {name: rating}]")
+        return self
+
+
+# --------------------------------------------------------------------------- loading
+
+def _parse_value(raw: str) -> Any:
+    """`key=value` values are YAML scalars/lists: 3, 1e-4, true, null, [a, b]."""
+    try:
+        return yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        return raw
+
+
+def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += _known_keys(ann, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def apply_override(tree: dict, override: str) -> None:
+    """Set `a.b.c=value` inside a nested dict, refusing keys the schema does not know."""
+    if "=" not in override:
+        raise ConfigError(f"override '{override}' must look like key=value (e.g. grpo.max_steps=10)")
+    key, raw = override.split("=", 1)
+    key = key.strip()
+    known = _known_keys(KitConfig)
+    if key not in known and not any(k.startswith(key + ".") for k in known):
+        close = [k for k in known if k.split(".")[-1] == key.split(".")[-1]]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(f"unknown config key '{key}'{hint}")
+    node = tree
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{key}': '{part}' is not a section")
+    node[parts[-1]] = _parse_value(raw)
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown config key '{loc}' (remove it or check the spelling)"
+    if "input" in first and first["type"] != "value_error":
+        return f"{source}: {loc} = {first['input']!r}: {msg}"
+    return f"{source}: {loc}: {msg}"
+
+
+def resolve_recipe(path_or_name: str) -> Path:
+    """A recipe path, or a bare name looked up in templates/recipes/ (`smoke` -> smoke.yaml)."""
+    p = Path(path_or_name)
+    if p.is_file():
+        return p
+    for candidate in (RECIPES_DIR / path_or_name, RECIPES_DIR / f"{path_or_name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    names = ", ".join(sorted(x.stem for x in RECIPES_DIR.glob("*.yaml")))
+    raise ConfigError(f"recipe '{path_or_name}' not found (a YAML path, or one of: {names})")
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> KitConfig:
+    """Read a recipe (or the defaults), apply overrides, validate."""
+    tree: dict = {}
+    source = "defaults"
+    if recipe is not None:
+        path = resolve_recipe(str(recipe))
+        source = str(path)
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: a recipe must be a YAML mapping of sections")
+    tree = copy.deepcopy(tree)
+    for item in overrides or []:
+        apply_override(tree, item)
+    try:
+        return KitConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source + (" + overrides" if overrides else ""))) from None
+
+
+def dump_config(cfg: KitConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

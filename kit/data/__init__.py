@@ -1,0 +1,79 @@
+"""Data for a run: samples (leak-free), the items they refer to, the rating scale.
+
+`load_task_data(cfg)` is what train/evaluate/app call; the synthetic catalog is the
+embedded default. Prompts are rendered lazily (`to_prompt_dataset`), only for the
+rows a run actually uses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import polars as pl
+
+from kit.config import KitConfig
+from kit.data.samples import SampleStats, build_samples, split_leave_last_out
+from kit.data.synthetic import SyntheticCatalog, make_catalog
+
+
+@dataclass
+class TaskData:
+    splits: dict[str, pl.DataFrame]
+    items: dict[str, dict]
+    scale: tuple[float, float]
+    stats: SampleStats
+    catalog: Optional[SyntheticCatalog] = None
+
+    def split(self, name: str, limit: int | None = None, seed: int = 0) -> pl.DataFrame:
+        frame = self.splits[name]
+        if limit is not None and len(frame) > limit:
+            frame = frame.sample(n=limit, seed=seed).sort(["timestamp", "user_id"])
+        return frame
+
+
+def load_task_data(cfg: KitConfig) -> TaskData:
+    d = cfg.data
+    if d.source == "synthetic":
+        s = d.synthetic
+        catalog = make_catalog(s.n_users, s.n_items, s.interactions_per_user, s.noise, s.seed)
+        samples, stats = build_samples(catalog.interactions, d.history_user, d.history_item, d.min_history)
+        items = {r["item_id"]: r for r in catalog.items.iter_rows(named=True)}
+        return TaskData(splits=split_leave_last_out(samples), items=items,
+                        scale=(cfg.rating_scale.min, cfg.rating_scale.max), stats=stats, catalog=catalog)
+    raise ValueError(f"data.source '{d.source}' is not supported")
+
+
+def sample_messages(row: dict, data: TaskData, cfg: KitConfig) -> list[dict[str, str]]:
+    from kit.prompts import build_messages
+
+    return build_messages(row, data.items, cfg.prompt.style, data.scale, review_chars=cfg.data.review_chars,
+                          description_chars=cfg.data.description_chars)
+
+
+def to_prompt_dataset(frame: pl.DataFrame, data: TaskData, cfg: KitConfig, tokenizer: Any = None,
+                      with_reference: bool = False):
+    """A `datasets.Dataset` with chat `prompt` messages plus the columns rewards read
+    (`rating`, `rating_min`, `rating_max`, ids, averages). Prompts over
+    prompt.max_prompt_tokens are dropped; the count is returned beside the dataset."""
+    from datasets import Dataset
+
+    rows, too_long = [], 0
+    for row in frame.iter_rows(named=True):
+        messages = sample_messages(row, data, cfg)
+        if tokenizer is not None:
+            n_tokens = len(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True))
+            if not isinstance(n_tokens, int):
+                n_tokens = len(n_tokens)
+            if n_tokens > cfg.prompt.max_prompt_tokens:
+                too_long += 1
+                continue
+        record = {"prompt": messages, "rating": float(row["rating"]), "rating_min": data.scale[0],
+                  "rating_max": data.scale[1], "user_id": row["user_id"], "item_id": row["item_id"],
+                  "user_avg": float(row["user_avg"]), "item_avg": float(row["item_avg"])}
+        if with_reference:
+            if data.catalog is None:
+                raise ValueError("reference answers need the synthetic catalog (or priming.traces=FILE)")
+            record["completion"] = [{"role": "assistant", "content": data.catalog.reference_answer(
+                row["user_id"], row["item_id"], row["user_avg"], row["item_avg"], data.scale)}]
+        rows.append(record)
+    return Dataset.from_list(rows), too_long

@@ -1,0 +1,320 @@
+"""Answer parsing and rule-based rewards.
+
+This module owns the ONE parser of a model answer: evaluation and the app reuse
+`parse_answer` instead of parsing again. Rewards follow TRL's calling convention
+`fn(completions, **kwargs)`; the true rating arrives as the dataset column
+`rating`, the scale as `rating_min` / `rating_max` (default 1-5).
+
+A reward never raises: whatever the text, it returns a float per completion.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+RewardFn = Callable[..., list[float]]
+
+RECZERO_TAGS = ("analyze user", "analyze item", "match", "rate")
+THINK_ANSWER_TAGS = ("think", "answer")
+ANSWER_ONLY_TAGS = ("answer",)
+STYLES: dict[str, tuple[str, ...]] = {
+    "reczero": RECZERO_TAGS,
+    "think_answer": THINK_ANSWER_TAGS,
+    "answer_only": ANSWER_ONLY_TAGS,
+}
+DEFAULT_SCALE = (1.0, 5.0)
+MAX_CHARS = 200_000  # longer answers are judged on their head only (bounded cost)
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+
+
+@dataclass
+class ParsedAnswer:
+    """What an answer contains and what is wrong with it."""
+
+    style: str
+    sections: dict[str, str] = field(default_factory=dict)
+    rating: float | None = None  # content of the LAST rating block, if it is a number
+    problems: list[str] = field(default_factory=list)
+    checks_passed: int = 0
+    checks_total: int = 1
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+    @property
+    def graded(self) -> float:
+        return self.checks_passed / self.checks_total
+
+
+def completion_text(completion: Any) -> str:
+    """Text of one completion, whether TRL passes a string or a list of chat messages."""
+    if completion is None:
+        return ""
+    if isinstance(completion, bytes):
+        return completion.decode("utf-8", errors="replace")
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        content = completion.get("content", "")
+        if isinstance(content, list):  # multimodal-style content parts
+            return "".join(str(p.get("text", "")) if isinstance(p, dict) else str(p) for p in content)
+        return str(content)
+    if isinstance(completion, (list, tuple)):
+        if not completion:
+            return ""
+        assistant = [m for m in completion if isinstance(m, dict) and m.get("role") == "assistant"]
+        return completion_text(assistant[-1] if assistant else completion[-1])
+    return str(completion)
+
+
+def _parse_number(text: str) -> float | None:
+    text = text.strip()
+    if not _NUMBER.fullmatch(text):
+        return None
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def _tag_positions(text: str, tag: str) -> tuple[list[int], list[int]]:
+    opens = [m.start() for m in re.finditer(re.escape(f"<{tag}>"), text)]
+    closes = [m.start() for m in re.finditer(re.escape(f"</{tag}>"), text)]
+    return opens, closes
+
+
+def parse_answer(text: Any, scale: tuple[float, float] = DEFAULT_SCALE, style: str = "reczero") -> ParsedAnswer:
+    """Parse an answer in one of the tagged styles.
+
+    Valid means: every tag occurs exactly once, blocks are in order and non-empty, the
+    final block (the rating) is a plain number inside the scale, and nothing but
+    whitespace follows it. `rating` is the number in the LAST final-block even when
+    the answer is invalid (for diagnostics); scoring must check `valid` first.
+    """
+    tags = STYLES[style]
+    text = completion_text(text)[:MAX_CHARS]
+    out = ParsedAnswer(style=style)
+    checks: list[tuple[bool, str]] = []
+    spans: dict[str, tuple[int, int]] = {}
+    for tag in tags:
+        opens, closes = _tag_positions(text, tag)
+        checks.append((len(opens) == 1, f"<{tag}> appears {len(opens)} times (needs exactly 1)"))
+        checks.append((len(closes) == 1, f"</{tag}> appears {len(closes)} times (needs exactly 1)"))
+        if opens and closes:
+            start = opens[-1] + len(tag) + 2
+            ends_after = [c for c in closes if c >= start]
+            if ends_after:
+                spans[tag] = (opens[-1], ends_after[0] + len(tag) + 3)
+                out.sections[tag] = text[start:ends_after[0]].strip()
+    for first, second in zip(tags, tags[1:]):
+        ordered = first in spans and second in spans and spans[first][1] <= spans[second][0]
+        checks.append((ordered, f"<{first}> block must close before <{second}> opens"))
+    for tag in tags:
+        checks.append((bool(out.sections.get(tag)), f"<{tag}> block is missing or empty"))
+    last = tags[-1]
+    # the prediction is the content of the last rating block
+    opens, closes = _tag_positions(text, last)
+    if opens:
+        start = opens[-1] + len(last) + 2
+        end = text.find(f"</{last}>", start)
+        if end >= 0:
+            out.rating = _parse_number(text[start:end])
+    lo, hi = scale
+    if out.rating is None:
+        checks.append((False, f"<{last}> must hold only a number"))
+    else:
+        checks.append((lo <= out.rating <= hi, f"rating {out.rating:g} is outside the scale {lo:g}-{hi:g}"))
+    tail_ok = last in spans and not text[spans[last][1]:].strip()
+    checks.append((tail_ok, f"text after </{last}>"))
+    out.checks_total = len(checks)
+    out.checks_passed = sum(ok for ok, _ in checks)
+    out.problems = [msg for ok, msg in checks if not ok]
+    return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _column(kwargs: dict, name: str, n: int, default: Any) -> list:
+    value = kwargs.get(name)
+    if value is None:
+        return [default] * n
+    if isinstance(value, (list, tuple)):
+        return list(value) + [default] * (n - len(value))
+    return [value] * n
+
+
+def _scales(kwargs: dict, n: int) -> list[tuple[float, float]]:
+    lows = _column(kwargs, "rating_min", n, DEFAULT_SCALE[0])
+    highs = _column(kwargs, "rating_max", n, DEFAULT_SCALE[1])
+    out = []
+    for lo, hi in zip(lows, highs):
+        try:
+            lo_f, hi_f = float(lo), float(hi)
+            out.append((lo_f, hi_f) if lo_f < hi_f else DEFAULT_SCALE)
+        except (TypeError, ValueError):
+            out.append(DEFAULT_SCALE)
+    return out
+
+
+def _safe(per_item: Callable[[Any, dict, int], float], fallback: float) -> RewardFn:
+    """Turn a per-completion scorer into a TRL reward that never raises."""
+
+    def reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        try:
+            items = list(completions)
+        except Exception:
+            return []
+        scores = []
+        for i, completion in enumerate(items):
+            try:
+                value = float(per_item(completion, kwargs, i))
+                scores.append(value if math.isfinite(value) else fallback)
+            except Exception:
+                scores.append(fallback)
+        return scores
+
+    return reward
+
+
+def _truth(kwargs: dict, i: int) -> float | None:
+    truths = kwargs.get("rating")
+    if truths is None:
+        return None
+    value = truths[i] if isinstance(truths, (list, tuple)) else truths
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _scale_at(kwargs: dict, i: int) -> tuple[float, float]:
+    return _scales(kwargs, i + 1)[i]
+
+
+def rating_score(pred: float, truth: float, scale: tuple[float, float]) -> float:
+    """1 - |pred - truth| / (half the scale width): +1 exact, -1 at the far end (1-5: /2)."""
+    half = (scale[1] - scale[0]) / 2.0
+    return 1.0 - abs(pred - truth) / half
+
+
+def _named(fn: RewardFn, name: str, doc: str) -> RewardFn:
+    fn.__name__ = name  # TRL logs rewards/<__name__>/mean
+    fn.__qualname__ = name
+    fn.__doc__ = doc
+    return fn
+
+
+def _format_reward(style: str, name: str) -> RewardFn:
+    def score(completion, kwargs, i):
+        return 1.0 if parse_answer(completion, _scale_at(kwargs, i), style).valid else -1.0
+
+    return _named(_safe(score, -1.0), name, f"+1 for a well-formed {style} answer, -1 otherwise (paper's rule).")
+
+
+def _rating_reward(style: str, name: str) -> RewardFn:
+    def score(completion, kwargs, i):
+        scale = _scale_at(kwargs, i)
+        parsed = parse_answer(completion, scale, style)
+        truth = _truth(kwargs, i)
+        if not parsed.valid or truth is None or parsed.rating is None:
+            return 0.0  # never score a malformed answer with the truth
+        return rating_score(parsed.rating, truth, scale)
+
+    return _named(_safe(score, 0.0), name, f"1 - |pred - truth| / (scale width / 2) for a valid {style} answer, 0 otherwise.")
+
+
+def _graded_format(completion, kwargs, i):
+    return parse_answer(completion, _scale_at(kwargs, i), "reczero").graded
+
+
+def _exact_match(completion, kwargs, i):
+    parsed = parse_answer(completion, _scale_at(kwargs, i), "reczero")
+    truth = _truth(kwargs, i)
+    if parsed.valid and truth is not None and abs(parsed.rating - truth) < 1e-6:
+        return 2.0
+    return -1.5
+
+
+REWARDS: dict[str, RewardFn] = {
+    "format": _format_reward("reczero", "format"),
+    "rating": _rating_reward("reczero", "rating"),
+    "graded_format": _named(_safe(_graded_format, 0.0), "graded_format",
+                            "Fraction (0-1) of the format checks passed: partial credit for small models."),
+    "exact_match": _named(_safe(_exact_match, -1.5), "exact_match",
+                          "Ablation: +2 when the valid prediction equals the truth, -1.5 otherwise."),
+    "think_answer_format": _format_reward("think_answer", "think_answer_format"),
+    "think_answer_rating": _rating_reward("think_answer", "think_answer_rating"),
+    "answer_only_format": _format_reward("answer_only", "answer_only_format"),
+    "answer_only_rating": _rating_reward("answer_only", "answer_only_rating"),
+}
+
+
+class RewardError(ValueError):
+    """A reward named in a recipe cannot be loaded or has the wrong signature."""
+
+
+def _load_callable(spec: str) -> Callable:
+    target, _, attr = spec.rpartition(":")
+    if not target or not attr:
+        raise RewardError(f"reward '{spec}': not a registered name ({', '.join(REWARDS)}) "
+                          "nor 'pkg.module:function' / 'path/to/file.py:function'")
+    if target.endswith(".py"):
+        path = Path(target).expanduser().resolve()
+        if not path.is_file():
+            raise RewardError(f"reward '{spec}': file {path} does not exist")
+        mod_name = f"kit_user_reward_{abs(hash(str(path)))}"
+        module_spec = importlib.util.spec_from_file_location(mod_name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[mod_name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:
+            raise RewardError(f"reward '{spec}': importing {path} failed: {exc}") from exc
+    else:
+        try:
+            module = importlib.import_module(target)
+        except Exception as exc:
+            raise RewardError(f"reward '{spec}': cannot import module '{target}': {exc}") from exc
+    fn = getattr(module, attr, None)
+    if fn is None:
+        raise RewardError(f"reward '{spec}': '{target}' has no attribute '{attr}'")
+    return fn
+
+
+def check_reward(fn: Callable, name: str) -> None:
+    """Fail early, with the fix, on the classic custom-reward mistakes."""
+    if not callable(fn):
+        raise RewardError(f"reward '{name}' is not callable")
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return
+    kinds = {p.kind for p in params.values()}
+    if inspect.Parameter.VAR_KEYWORD not in kinds:
+        raise RewardError(f"reward '{name}' must accept **kwargs (TRL passes prompts, completion_ids, "
+                          "trainer_state and every dataset column): def fn(completions, **kwargs)")
+    if "completions" not in params and inspect.Parameter.VAR_POSITIONAL not in kinds:
+        raise RewardError(f"reward '{name}' must take a 'completions' argument: def fn(completions, **kwargs)")
+    probe = ["<analyze user>x</analyze user><analyze item>[pos] y</analyze item><match>z</match><rate>4</rate>",
+             [{"role": "assistant", "content": "not an answer"}]]
+    try:
+        values = fn(completions=probe, prompts=["p", "p"], rating=[4.0, 2.0],
+                    rating_min=[1.0, 1.0], rating_max=[5.0, 5.0])
+    except Exception as exc:
+        raise RewardError(f"reward '{name}' raised on a probe batch: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(values, (list, tuple)) or len(values) != len(probe):
+        raise RewardError(f"reward '{name}' must return one float per completion (got {values!r} for 2)")
+    for v in values:
+        if v is not None and not isinstance(v, (int, float)):
+            raise RewardError(f"reward '{name}' returned {type(v).__name__}, expected float or None")
+
+
+def load_reward(spec: str) -> RewardFn:
+    """A registered reward by name, or a user function by 'pkg.mod:fn' / 'file.py:fn'."""
+    fn = REWARDS.get(spec) or _load_callable(spec)
+    check_reward(fn, spec)
+    return fn

@@ -1,0 +1,47 @@
+"""The tested dependency set, and a check that names what differs and how to fix it."""
+from __future__ import annotations
+
+from importlib import metadata
+
+TESTED = {
+    "unsloth": "2026.10.9",
+    "unsloth_zoo": "2026.10.9",
+    "trl": "1.15.0",
+    "transformers": "5.17.0",
+    "peft": "0.21.2",
+    "accelerate": "1.15.0",
+    "datasets": "4.8.5",
+    "bitsandbytes": "0.50.2",
+    "gradio": "6.31.0",
+}
+GPU_ONLY = {"vllm": "0.32.0"}
+
+
+def installed(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def version_problems(include_gpu: bool = False) -> list[str]:
+    wanted = dict(TESTED, **(GPU_ONLY if include_gpu else {}))
+    problems = []
+    for name, want in wanted.items():
+        have = installed(name)
+        if have is None:
+            problems.append(f"{name} is not installed (tested: {want})")
+        elif have.split("+")[0] != want:
+            problems.append(f"{name} {have} is installed, tested with {want}")
+    if installed("torchvision") and (installed("torch") or "").endswith("+cpu"):
+        problems.append("torchvision is installed beside a CPU torch: it breaks `import unsloth` "
+                        "(pip uninstall -y torchvision)")
+    return problems
+
+
+def check_versions(include_gpu: bool = False, warn=print) -> bool:
+    """Warn (once, one line each) when the installed set is not the tested one."""
+    problems = version_problems(include_gpu)
+    for p in problems:
+        warn(f"kit: {p}. Fix: bash scripts/setup.sh (CPU) or pip install -e '.[gpu]' (GPU)")
+    return not problems
