@@ -50,6 +50,13 @@ def sample_messages(row: dict, data: TaskData, cfg: KitConfig) -> list[dict[str,
                           description_chars=cfg.data.description_chars)
 
 
+def count_prompt_tokens(tokenizer: Any, messages: list[dict[str, str]]) -> int:
+    """Tokens of the chat-rendered prompt, generation header included."""
+    from kit.prompts import render_chat
+
+    return len(tokenizer(render_chat(tokenizer, messages), add_special_tokens=False)["input_ids"])
+
+
 def to_prompt_dataset(frame: pl.DataFrame, data: TaskData, cfg: KitConfig, tokenizer: Any = None,
                       with_reference: bool = False):
     """A `datasets.Dataset` with chat `prompt` messages plus the columns rewards read
@@ -61,10 +68,7 @@ def to_prompt_dataset(frame: pl.DataFrame, data: TaskData, cfg: KitConfig, token
     for row in frame.iter_rows(named=True):
         messages = sample_messages(row, data, cfg)
         if tokenizer is not None:
-            n_tokens = len(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True))
-            if not isinstance(n_tokens, int):
-                n_tokens = len(n_tokens)
-            if n_tokens > cfg.prompt.max_prompt_tokens:
+            if count_prompt_tokens(tokenizer, messages) > cfg.prompt.max_prompt_tokens:
                 too_long += 1
                 continue
         record = {"prompt": messages, "rating": float(row["rating"]), "rating_min": data.scale[0],

@@ -61,10 +61,11 @@ def _gather_lists(source: pl.DataFrame, start: np.ndarray, end: np.ndarray, cols
     offsets = np.zeros(len(start) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     flat_idx = np.repeat(start - offsets[:-1], lengths) + np.arange(offsets[-1])
-    flat = source.select(cols)[flat_idx].to_struct("s")
-    return pl.Series(name, np.repeat(np.arange(len(start)), lengths)).to_frame("row").with_columns(flat).group_by(
-        "row", maintain_order=True).agg(pl.col("s")).join(
-        pl.DataFrame({"row": np.arange(len(start))}), on="row", how="right").sort("row")["s"].rename(name)
+    flat = source.select(cols)[flat_idx].select(pl.struct(cols).alias(name))
+    grouped = flat.with_columns(pl.Series("_r", np.repeat(np.arange(len(start)), lengths))).group_by(
+        "_r", maintain_order=True).agg(pl.col(name))
+    every_row = pl.DataFrame({"_r": np.arange(len(start))}).join(grouped, on="_r", how="left", maintain_order="left")
+    return every_row[name].fill_null(pl.lit([], dtype=grouped.schema[name]))
 
 
 def build_samples(

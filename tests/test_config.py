@@ -1,0 +1,71 @@
+"""Recipes validate into typed configs; mistakes give one clear line before any model loads."""
+from __future__ import annotations
+
+import pytest
+
+from kit.config import ConfigError, KitConfig, load_config
+from kit.paths import RECIPES_DIR
+
+
+@pytest.mark.parametrize("recipe", sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
+def test_every_shipped_recipe_validates(recipe):
+    cfg = load_config(recipe)
+    assert isinstance(cfg, KitConfig) and cfg.name
+
+
+def test_required_recipes_exist():
+    names = {p.stem for p in RECIPES_DIR.glob("*.yaml")}
+    assert {"smoke", "cpu-demo", "gpu-16gb", "gpu-24gb"} <= names
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config("smoke", ["grpo.max_steps=7", "grpo.learning_rate=3e-5", "model.lora.target_modules=[q_proj, v_proj]",
+                                "data.max_train=null", "output_dir=/tmp/x"])
+    assert cfg.grpo.max_steps == 7 and cfg.grpo.learning_rate == 3e-5
+    assert cfg.model.lora.target_modules == ["q_proj", "v_proj"]
+    assert cfg.data.max_train is None and cfg.output_dir == "/tmp/x"
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["grpo.max_stepz=3"], "unknown config key 'grpo.max_stepz'"),
+    (["max_steps=3"], "did you mean grpo.max_steps"),
+    (["grpo.max_steps"], "must look like key=value"),
+    (["grpo.max_steps=ten"], "grpo.max_steps = 'ten'"),
+    (["grpo.num_generations=3"], "grpo.num_generations (3) must divide the generation batch (4"),
+    (["model.lora.r=64"], "model.max_lora_rank (8) must be >= model.lora.r (64)"),
+    (["grpo.max_completion_length=512"], "exceeds model.max_seq_length (1024)"),
+    (["rating_scale.min=5", "rating_scale.max=1"], "rating_scale.min (5) must be below rating_scale.max (1)"),
+    (["grpo.loss_type=ppo"], "grpo.loss_type"),
+    (["rewards=[]"], "name at least one reward"),
+])
+def test_classic_mistakes_are_caught(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config("smoke", overrides)
+    text = str(err.value)
+    assert message in text and "\n" not in text
+
+
+def test_unknown_key_in_a_recipe_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ngrpo:\n  max_steps: 3\n  lerning_rate: 1e-5\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key 'grpo.lerning_rate'"):
+        load_config(str(bad))
+
+
+def test_broken_yaml_names_the_line(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("name: x\ngrpo:\n  max_steps: [3\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml line \d+: not valid YAML"):
+        load_config(str(bad))
+
+
+def test_missing_recipe_lists_the_shipped_ones():
+    with pytest.raises(ConfigError, match="cpu-demo"):
+        load_config("no-such-recipe")
+
+
+def test_generation_batch_must_be_multiple_of_batch():
+    with pytest.raises(ConfigError, match="multiple of per_device_train_batch_size"):
+        load_config("smoke", ["grpo.generation_batch_size=6", "grpo.num_generations=2"])
+    cfg = load_config("smoke", ["grpo.generation_batch_size=8"])
+    assert cfg.grpo.generation_batch_size == 8
