@@ -52,11 +52,27 @@ def _atomic_folder(target: Path, build) -> Path:
     return target
 
 
+CHAT_END = "<|im_end|>"
+
+
 def _smollm2_tokenizer():
+    """SmolLM2's tokenizer from the GGUF, with the special tokens of the released model:
+    the GGUF metadata maps eos to <|im_start|>, so generation would never stop at the end
+    of the assistant's turn; the released model ends turns (and pads) with <|im_end|>."""
     from transformers import AutoTokenizer
 
     gguf = smollm2_gguf()
-    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tok.eos_token = CHAT_END
+    tok.pad_token = CHAT_END
+    return tok
+
+
+def _fix_special_ids(model, tok) -> None:
+    for cfg in (model.config, model.generation_config):
+        cfg.eos_token_id = tok.eos_token_id
+        cfg.pad_token_id = tok.pad_token_id
+        cfg.bos_token_id = tok.bos_token_id
 
 
 def smollm2_folder(cache: Path | None = None) -> Path:
@@ -64,17 +80,20 @@ def smollm2_folder(cache: Path | None = None) -> Path:
 
     def build(tmp: Path) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, LlamaForCausalLM
+        from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
         gguf = smollm2_gguf()
         src = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-        model = LlamaForCausalLM(src.config)
+        plain = src.config.to_dict()
+        plain.pop("quantization_config", None)  # dequantised: a GGUF-tagged config refuses training
+        model = LlamaForCausalLM(LlamaConfig.from_dict(plain))
         model.load_state_dict(src.state_dict())
-        model.to(torch.bfloat16).save_pretrained(tmp)
         tok = _smollm2_tokenizer()
+        _fix_special_ids(model, tok)
+        model.to(torch.bfloat16).save_pretrained(tmp)
         tok.save_pretrained(tmp)
 
-    return _atomic_folder((cache or CACHE_DIR) / "smollm2-135m-instruct", build)
+    return _atomic_folder((cache or CACHE_DIR) / "smollm2-135m-instruct-v2", build)
 
 
 def tiny_random_folder(cache: Path | None = None, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
@@ -90,10 +109,12 @@ def tiny_random_folder(cache: Path | None = None, hidden: int = 64, layers: int 
                              num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                              max_position_embeddings=4096, bos_token_id=tok.bos_token_id,
                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
-        LlamaForCausalLM(config).save_pretrained(tmp)
+        model = LlamaForCausalLM(config)
+        _fix_special_ids(model, tok)
+        model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
 
-    return _atomic_folder((cache or CACHE_DIR) / f"tiny-random-llama-h{hidden}-l{layers}-s{seed}", build)
+    return _atomic_folder((cache or CACHE_DIR) / f"tiny-random-llama-v2-h{hidden}-l{layers}-s{seed}", build)
 
 
 def resolve_model_source(name: str) -> str:

@@ -134,7 +134,8 @@ def grpo_args(cfg: KitConfig, out: Path, use_vllm: bool):
         reward_weights=[r.weight for r in cfg.rewards], shuffle_dataset=True, seed=cfg.seed, data_seed=cfg.seed,
         logging_steps=g.logging_steps, save_strategy="steps", save_steps=g.save_steps,
         save_total_limit=g.save_total_limit, report_to=[], log_completions=False,
-        remove_unused_columns=False, use_vllm=use_vllm, **_device_flags())
+        remove_unused_columns=False, use_vllm=use_vllm, **({"vllm_mode": "colocate"} if use_vllm else {}),
+        **_device_flags())
 
 
 def _reload_adapter_weights(model, adapter_dir: Path) -> None:

@@ -1,0 +1,112 @@
+"""GRPO end to end with real parts: Unsloth's CPU path, TRL's GRPOTrainer, a tiny model."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+
+def _env(tiny_model_dir: Path) -> dict:
+    env = dict(os.environ, KIT_CACHE=str(tiny_model_dir.parent), PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def kit_train(args: list[str], tiny_model_dir: Path, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "kit.train", *args], cwd=REPO, env=_env(tiny_model_dir),
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kit.train failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+GRPO_ONLY = ["priming.enabled=false", "evaluation.enabled=false",
+             "rewards=[{name: 'tests.reward_plugin:distinct_chars'}, {name: format}]"]
+
+
+def test_smoke_recipe_cli_leaves_adapter_config_and_metrics(tmp_path, tiny_model_dir):
+    out = tmp_path / "smoke"
+    proc = kit_train(["--config", "templates/recipes/smoke.yaml", f"output_dir={out}"], tiny_model_dir)
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert (out / "adapter" / "tokenizer.json").is_file()
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["output_dir"] == str(out) and saved["grpo"]["max_steps"] == 4
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    grpo = [x for x in lines if x["phase"] == "grpo" and "reward" in x]
+    assert [x["step"] for x in grpo] == [1, 2, 3, 4]
+    for key in ("rewards/format/mean", "rewards/rating/mean", "rewards/graded_format/mean", "reward_std",
+                "frac_reward_zero_std", "completions/mean_length"):
+        assert all(key in x for x in grpo), key
+    assert any(x["phase"] == "priming" and "loss" in x for x in lines)
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("eval_before", "eval_primed", "eval_after"):
+        assert summary[key]["n"] == 8 and 0 <= summary[key]["format_failure_rate"] <= 1
+    assert "| after GRPO |" in proc.stdout and "noise floor" in proc.stdout
+    completions = [json.loads(x) for x in (out / "completions.jsonl").read_text().splitlines()]
+    assert [c["step"] for c in completions] == [0, 2]  # every log_completions_every=2 steps
+    assert set(completions[0]["rewards"]) == {"format", "rating", "graded_format"}
+
+
+def test_grpo_moves_lora_and_the_adapter_reloads(tmp_path, tiny_model_dir):
+    import kit.runtime  # noqa: F401
+    import torch
+
+    from kit.config import load_config
+    from kit.model import generate, load_adapter
+    from kit.prompts import render_chat
+    from kit.train import lora_nonzero
+
+    out = tmp_path / "grpo"
+    kit_train(["--config", "smoke", f"output_dir={out}", "grpo.max_steps=3", *GRPO_ONLY], tiny_model_dir)
+    nonzero, total = lora_nonzero(out / "adapter")
+    assert total > 0 and nonzero == total  # lora_B starts at zero: GRPO alone moved every one
+    cfg = load_config(out / "config.yaml")
+    cfg.model.name = str(tiny_model_dir)
+    tuned = load_adapter(cfg.model, out / "adapter")
+    base = load_adapter(cfg.model, None)
+    prompt = render_chat(tuned.tokenizer, [{"role": "user", "content": "Rate this book."}])
+    ids = tuned.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        diff = (tuned.model(**ids).logits - base.model(**ids).logits).abs().max().item()
+    assert diff > 0  # the reloaded adapter changes the model's output
+    texts = generate(tuned, [prompt, prompt], max_new_tokens=8, progress=False)
+    assert len(texts) == 2 and all(isinstance(t, str) and t for t in texts)
+
+
+def test_resume_keeps_the_step_count(tmp_path, tiny_model_dir):
+    out = tmp_path / "resume"
+    common = ["--config", "smoke", f"output_dir={out}", "grpo.save_steps=1", *GRPO_ONLY]
+    kit_train([*common, "grpo.max_steps=2"], tiny_model_dir)
+    again = kit_train([*common, "grpo.max_steps=4"], tiny_model_dir, check=False)
+    assert again.returncode != 0 and "--resume" in again.stderr  # a finished run is never overwritten silently
+    kit_train([*common, "grpo.max_steps=4", "--resume"], tiny_model_dir)
+    state = json.loads((out / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["phase"] == "grpo" and "reward" in json.loads(x)]
+    assert steps == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("grpo.num_generations=3", "must divide the generation batch"),
+    ("rewards=[{name: nope}]", "not a registered name"),
+    ("grpo.max_stepz=3", "unknown config key"),
+])
+def test_bad_config_fails_fast_with_one_line(override, message, tiny_model_dir, tmp_path):
+    proc = kit_train(["--config", "smoke", f"output_dir={tmp_path}/x", override], tiny_model_dir, check=False)
+    assert proc.returncode == 2
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("kit: error:")]
+    assert len(errors) == 1 and message in errors[0]
+    assert not (tmp_path / "x").exists()  # nothing was started
+
+
+def test_validate_prints_the_resolved_config(tiny_model_dir):
+    proc = kit_train(["--config", "smoke", "--validate", "grpo.max_steps=9"], tiny_model_dir)
+    assert yaml.safe_load(proc.stdout)["grpo"]["max_steps"] == 9
