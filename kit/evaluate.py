@@ -1,52 +1,310 @@
-"""Evaluation: generate answers for held-out samples, parse them with the reward
-parser, and compute metrics with an explicit fallback for malformed answers."""
+"""`python -m kit.evaluate`: the paper's numbers (MAE, RMSE) for a model, next to classical
+baselines on the identical split, with plots of where the model is wrong.
+
+    python -m kit.evaluate --run RUN_DIR [--split test] [--limit N] [--samples N --temperature T]
+    python -m kit.evaluate --run RUN_DIR --adapter none          # the untrained base model
+    python -m kit.evaluate --config cpu-demo --baselines-only    # the classical table alone
+    python -m kit.evaluate compare RUN_A RUN_B ... [--labels a b ...] [--out DIR]
+
+Malformed answers are never scored with the truth: they count in `format_failure_rate`
+and are scored with the user's earlier average (clipped to the scale); metrics over valid
+answers only are reported beside. Predictions are appended as they come, so an
+interrupted evaluation continues where it stopped.
+"""
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Iterable
 
 import polars as pl
 
-from kit.config import KitConfig
+from kit.config import ConfigError, KitConfig, load_config
 from kit.data import TaskData, sample_messages
+from kit.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from kit.metrics import rating_metrics
 from kit.prompts import render_chat
 from kit.rewards import parse_answer
 
+METRIC_KEYS = ("n", "mae", "rmse", "format_failure_rate", "exact_match", "within_one", "valid_mae", "valid_rmse")
+
+
+# --------------------------------------------------------------------------- predictions
+
+def _key(row: dict) -> str:
+    return f"{row['user_id']}\t{row['item_id']}"
+
+
+def parse_completions(row: dict, completions: list[str], data: TaskData, style: str) -> dict:
+    """One record per pair: the mean of the valid sampled ratings (None when none is valid)."""
+    parsed = [parse_answer(c, data.scale, style) for c in completions]
+    ratings = [p.rating for p in parsed if p.valid]
+    record = {
+        "user_id": row["user_id"], "item_id": row["item_id"], "rating": float(row["rating"]),
+        "user_avg": float(row["user_avg"]), "item_avg": float(row["item_avg"]),
+        "prediction": sum(ratings) / len(ratings) if ratings else None,
+        "valid": bool(ratings), "problems": parsed[0].problems, "graded_format": parsed[0].graded,
+        "completion": completions[0],
+    }
+    if len(completions) > 1:
+        record.update(samples=[p.rating if p.valid else None for p in parsed], n_valid=len(ratings),
+                      spread=statistics.pstdev(ratings) if len(ratings) > 1 else 0.0, completions=completions)
+    return record
+
 
 def predict(loaded: Any, frame: pl.DataFrame, data: TaskData, cfg: KitConfig, desc: str = "evaluating",
-            adapter_dir=None) -> list[dict]:
-    """One greedy answer per sample, parsed; rows carry truth, prediction and the completion."""
+            n_samples: int = 1, temperature: float = 0.0, sink: Path | None = None) -> list[dict]:
+    """Answers for every sample in `frame` (greedy, or n sampled answers per pair), parsed.
+
+    With a `sink`, records are appended to it batch by batch and pairs already there are
+    skipped: an interrupted evaluation resumes where it stopped."""
+    from tqdm.auto import tqdm
+
     from kit.model import generate
 
-    rows = list(frame.iter_rows(named=True))
-    prompts = [render_chat(loaded.tokenizer, sample_messages(r, data, cfg)) for r in rows]
-    completions = generate(loaded, prompts, max_new_tokens=cfg.evaluation.max_new_tokens, temperature=0.0,
-                           batch_size=cfg.evaluation.batch_size, seed=cfg.seed, desc=desc, adapter_dir=adapter_dir)
-    out = []
-    for r, text in zip(rows, completions):
-        parsed = parse_answer(text, data.scale, cfg.prompt.style)
-        out.append({"user_id": r["user_id"], "item_id": r["item_id"], "rating": float(r["rating"]),
-                    "user_avg": float(r["user_avg"]), "prediction": parsed.rating if parsed.valid else None,
-                    "valid": parsed.valid, "problems": parsed.problems, "graded_format": parsed.graded,
-                    "completion": text})
-    return out
+    if n_samples > 1 and temperature <= 0:
+        raise ValueError("sampling n answers per pair needs a temperature > 0 (e.g. --temperature 0.7)")
+    done = {_key(r): r for r in read_jsonl(sink)} if sink else {}
+    rows = [r for r in frame.iter_rows(named=True)]
+    todo = [r for r in rows if _key(r) not in done]
+    batch = max(1, cfg.evaluation.batch_size // n_samples)
+    bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc=desc, unit="pair")
+    for start in range(0, len(todo), batch):
+        chunk = todo[start:start + batch]
+        prompts = [render_chat(loaded.tokenizer, sample_messages(r, data, cfg)) for r in chunk]
+        texts = generate(loaded, [p for p in prompts for _ in range(n_samples)],
+                         max_new_tokens=cfg.evaluation.max_new_tokens, temperature=temperature,
+                         batch_size=cfg.evaluation.batch_size, seed=cfg.seed + start, progress=False)
+        for k, r in enumerate(chunk):
+            record = parse_completions(r, texts[k * n_samples:(k + 1) * n_samples], data, cfg.prompt.style)
+            done[_key(r)] = record
+            if sink:
+                append_jsonl(sink, record)
+        bar.update(len(chunk))
+    bar.close()
+    return [done[_key(r)] for r in rows]
 
 
-def score_predictions(rows: list[dict], scale: tuple[float, float]) -> dict:
-    return rating_metrics([r["rating"] for r in rows], [r["prediction"] for r in rows],
-                          [r["user_avg"] for r in rows], scale)
+def score_predictions(records: list[dict], scale: tuple[float, float]) -> dict:
+    return rating_metrics([r["rating"] for r in records], [r["prediction"] for r in records],
+                          [r["user_avg"] for r in records], scale)
 
 
 def trivial_baselines(frame: pl.DataFrame, train: pl.DataFrame, scale: tuple[float, float]) -> dict[str, dict]:
-    """Reference points on the same samples: global mean of training ratings, user's earlier
-    average, item's earlier average (all computed from interactions before each target)."""
+    """Cheap reference points (no library fit): global, user's earlier and item's earlier averages."""
     truths = frame["rating"].to_list()
     g = float(train["rating"].mean()) if len(train) else (scale[0] + scale[1]) / 2
     fallback = frame["user_avg"].to_list()
     return {
         "global mean": rating_metrics(truths, [g] * len(truths), fallback, scale),
-        "user mean": rating_metrics(truths, frame["user_avg"].to_list(), fallback, scale),
-        "item mean": rating_metrics(truths, frame["item_avg"].to_list(), fallback, scale),
+        "user earlier average": rating_metrics(truths, frame["user_avg"].to_list(), fallback, scale),
+        "item earlier average": rating_metrics(truths, frame["item_avg"].to_list(), fallback, scale),
     }
 
 
+# --------------------------------------------------------------------------- report
+
+def _f(x: Any) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.4f}" if isinstance(x, float) else str(x)
+
+
+def metrics_table(rows: dict[str, dict]) -> str:
+    """Markdown table: one row per model or baseline."""
+    lines = ["| model | n | MAE | RMSE | format failures | MAE (valid) | RMSE (valid) | exact | within 1 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, m in rows.items():
+        lines.append(f"| {name} | {m['n']} | {_f(m['mae'])} | {_f(m['rmse'])} | {_f(m['format_failure_rate'])} | "
+                     f"{_f(m['valid_mae'])} | {_f(m['valid_rmse'])} | {_f(m['exact_match'])} | {_f(m['within_one'])} |")
+    return "\n".join(lines)
+
+
+def write_report(out: Path, title: str, model_metrics: dict, baselines: dict[str, dict], records: list[dict],
+                 scale: tuple[float, float], run_dir: Path | None, extra: dict | None = None) -> Path:
+    from kit.plots import confusion_plot, distribution_plot, reward_curves
+
+    truths = [r["rating"] for r in records]
+    preds = [r["prediction"] for r in records]
+    confusion_plot(truths, preds, scale, out / "confusion.png")
+    distribution_plot(truths, preds, scale, out / "distribution.png")
+    has_curves = bool(run_dir) and reward_curves(read_jsonl(run_dir / "metrics.jsonl"), out / "rewards.png")
+    per_rating = " | ".join(f"{k}: {_f(v)}" for k, v in model_metrics["mae_by_true_rating"].items())
+    parts = [f"# {title}", "", metrics_table({"this model": model_metrics, **baselines}), "",
+             f"MAE by true rating: {per_rating}", "",
+             "Malformed answers are scored with the user's average over earlier interactions (clipped to the "
+             f"scale {scale[0]:g}-{scale[1]:g}), never with the truth; 'valid' columns use valid answers only.",
+             "Baselines are fitted on the training interactions and scored on the same pairs."]
+    for key, value in (extra or {}).items():
+        parts += ["", f"{key}: {value}"]
+    parts += ["", "![confusion](confusion.png)", "", "![distribution](distribution.png)"]
+    if has_curves:
+        parts += ["", "![training rewards](rewards.png)"]
+    atomic_write_text(out / "report.md", "\n".join(parts) + "\n")
+    return out / "report.md"
+
+
+# --------------------------------------------------------------------------- entry points
+
+def _settings(args: argparse.Namespace, cfg: KitConfig, adapter: str | None) -> dict:
+    return {"model": cfg.model.name, "adapter": adapter, "split": args.split, "limit": args.limit,
+            "samples": args.samples, "temperature": args.temperature,
+            "max_new_tokens": cfg.evaluation.max_new_tokens, "style": cfg.prompt.style, "seed": cfg.seed}
+
+
+def _config_for(args: argparse.Namespace) -> tuple[KitConfig, Path | None]:
+    run_dir = Path(args.run) if args.run else None
+    if run_dir is not None and not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir}/config.yaml not found: --run takes a folder written by kit.train")
+    recipe = str(run_dir / "config.yaml") if run_dir else args.config
+    if recipe is None:
+        raise ConfigError("say what to evaluate: --run RUN_DIR, or --config RECIPE (with --baselines-only or --model)")
+    overrides = list(args.overrides or [])
+    if args.model:
+        overrides.append(f"model.name={args.model}")
+    if args.max_new_tokens:
+        overrides.append(f"evaluation.max_new_tokens={args.max_new_tokens}")
+    return load_config(recipe, overrides), run_dir
+
+
+def evaluate_main(args: argparse.Namespace) -> int:
+    from kit.baselines import baseline_metrics
+    from kit.data import load_task_data
+
+    cfg, run_dir = _config_for(args)
+    data = load_task_data(cfg)
+    frame = data.split(args.split, args.limit, seed=cfg.seed)
+    scale = data.scale
+    baselines = {} if args.no_baselines else baseline_metrics(data.training_interactions(), frame, scale, cfg.seed)
+    floor = None
+    if data.catalog is not None:
+        from kit.data.synthetic import noise_floor
+
+        floor = noise_floor([data.catalog.expected(u, i) for u, i in zip(frame["user_id"], frame["item_id"])],
+                            data.catalog.noise, scale)
+    if args.baselines_only:
+        print(metrics_table(baselines))
+        if floor:
+            print(f"\nnoise floor of the synthetic data (oracle knowing mu): MAE {floor['mae']:.4f}, "
+                  f"RMSE {floor['rmse']:.4f}")
+        return 0
+
+    adapter: str | None
+    if args.adapter:
+        adapter = None if args.adapter.lower() == "none" else args.adapter
+    else:
+        adapter = str(run_dir / "adapter") if run_dir and (run_dir / "adapter").is_dir() else None
+    tag = args.split + ("" if adapter or not run_dir else "-base")
+    out = Path(args.out) if args.out else (run_dir / "eval" / tag if run_dir else None)
+    if out is None:
+        raise ConfigError("--out DIR is needed when no --run is given")
+    out.mkdir(parents=True, exist_ok=True)
+    settings = _settings(args, cfg, adapter)
+    settings_path = out / "settings.json"
+    if settings_path.is_file() and json.loads(settings_path.read_text()) != settings:
+        raise ConfigError(f"{out} holds predictions made with other settings ({settings_path}); "
+                          "delete that folder or pass --out NEW_DIR")
+    atomic_write_json(settings_path, settings)
+
+    import kit.runtime  # noqa: F401
+    from kit.model import load_adapter
+
+    loaded = load_adapter(cfg.model, adapter)
+    records = predict(loaded, frame, data, cfg, desc=f"evaluating {args.split}", n_samples=args.samples,
+                      temperature=args.temperature, sink=out / "predictions.jsonl")
+    metrics = score_predictions(records, scale)
+    if args.samples > 1:
+        spreads = [r["spread"] for r in records if r.get("n_valid", 0) > 1]
+        metrics["mean_sample_spread"] = sum(spreads) / len(spreads) if spreads else float("nan")
+    metrics["baselines"] = {k: {m: v[m] for m in METRIC_KEYS} for k, v in baselines.items()}
+    if floor:
+        metrics["noise_floor"] = floor
+    atomic_write_json(out / "metrics.json", metrics)
+    extra = {"model": cfg.model.name, "adapter": adapter or "none (base model)"}
+    if floor:
+        extra["noise floor (oracle knowing the synthetic mu)"] = f"MAE {floor['mae']:.4f}, RMSE {floor['rmse']:.4f}"
+    report = write_report(out, f"Evaluation on {args.split} ({len(records)} pairs)", metrics, baselines, records,
+                          scale, run_dir, extra)
+    print(metrics_table({"this model": metrics, **baselines}))
+    print(f"\nkit: wrote {report} and plots in {out}")
+    return 0
+
+
+def compare_main(argv: list[str]) -> int:
+    from kit.plots import comparison_plot
+
+    ap = argparse.ArgumentParser(prog="python -m kit.evaluate compare")
+    ap.add_argument("runs", nargs="+", help="run folders (or eval folders holding metrics.json)")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--labels", nargs="*")
+    ap.add_argument("--out", default=None, help="where to write comparison.md/.png (default: the first run's eval/)")
+    args = ap.parse_args(argv)
+    rows: dict[str, dict] = {}
+    labels = args.labels or [None] * len(args.runs)
+    if len(labels) != len(args.runs):
+        raise ConfigError(f"--labels: {len(labels)} given for {len(args.runs)} runs")
+    baselines: dict = {}
+    for run, label in zip(args.runs, labels):
+        path = _metrics_path(Path(run), args.split)
+        m = json.loads(path.read_text())
+        rows[label or _label(path)] = m
+        baselines = baselines or m.get("baselines", {})
+    rows.update({f"baseline: {k}": {**v, "mae_by_true_rating": {}} for k, v in baselines.items()})
+    table = metrics_table(rows)
+    out = Path(args.out) if args.out else _metrics_path(Path(args.runs[0]), args.split).parent.parent
+    comparison_plot(list(rows), [r["mae"] for r in rows.values()], [r["rmse"] for r in rows.values()],
+                    out / "comparison.png")
+    atomic_write_text(out / "comparison.md", f"# Comparison on {args.split}\n\n{table}\n\n![comparison](comparison.png)\n")
+    print(table)
+    print(f"\nkit: wrote {out / 'comparison.md'} and {out / 'comparison.png'}")
+    return 0
+
+
+def _metrics_path(run: Path, split: str) -> Path:
+    for candidate in (run / "metrics.json", run / "eval" / split / "metrics.json"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"{run}: no metrics.json (run python -m kit.evaluate --run {run} --split {split} first)")
+
+
+def _label(path: Path) -> str:
+    run = path.parent.parent.parent if path.parent.parent.name == "eval" else path.parent
+    return f"{run.name} ({path.parent.name})"
+
+
+def parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m kit.evaluate", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", help="a run folder written by kit.train (its config, data and adapter)")
+    ap.add_argument("--config", help="a recipe, when there is no run folder")
+    ap.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    ap.add_argument("--limit", type=int, default=None, help="evaluate at most N pairs (a seeded sample)")
+    ap.add_argument("--model", help="override the base model (a name, folder or hub id)")
+    ap.add_argument("--adapter", help="a LoRA adapter folder, or 'none' for the base model (default: RUN/adapter)")
+    ap.add_argument("--samples", type=int, default=1, help="answers per pair (mean prediction and spread)")
+    ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    ap.add_argument("--max-new-tokens", type=int, default=None)
+    ap.add_argument("--baselines-only", action="store_true", help="print the classical baselines, no LLM")
+    ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--out", help="output folder (default: RUN/eval/<split>)")
+    ap.add_argument("overrides", nargs="*", help="key=value config overrides")
+    return ap.parse_args(list(argv) if argv is not None else None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "compare":
+            return compare_main(argv[1:])
+        return evaluate_main(parse_args(argv))
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"kit: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -27,8 +27,19 @@ def _default(o: Any) -> Any:
     return str(o)
 
 
+def _finite(obj: Any) -> Any:
+    """NaN/inf are not JSON: write them as null."""
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(path: Path | str, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=_default) + "\n")
+    atomic_write_text(path, json.dumps(_finite(obj), indent=2, default=_default, allow_nan=False) + "\n")
 
 
 def append_jsonl(path: Path | str, record: dict) -> None:

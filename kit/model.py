@@ -24,6 +24,7 @@ class LoadedModel:
     device: str
     fast_inference: bool
     source: str
+    adapter_dir: str | None = None  # with vLLM the adapter is applied per request, not merged
 
 
 def has_gpu() -> bool:
@@ -75,23 +76,85 @@ def load_model(cfg: ModelConfig, seed: int = 0, lora: bool = True) -> LoadedMode
 
 
 def load_adapter(cfg: ModelConfig, adapter_dir: str | Path | None) -> LoadedModel:
-    """The base model with a saved LoRA adapter (or none: the untrained base)."""
+    """The base model with a saved LoRA adapter (or none: the untrained base).
+
+    With vLLM (GPU) the adapter is passed as a LoRA request at generation time; otherwise
+    it is attached with peft."""
+    if adapter_dir is not None and not (Path(adapter_dir) / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{adapter_dir} holds no LoRA adapter (adapter_config.json is missing)")
+    if _want_vllm(cfg):
+        loaded = load_model(cfg, lora=True)
+        loaded.adapter_dir = str(adapter_dir) if adapter_dir else None
+        return loaded
     loaded = load_model(cfg, lora=False)
     if adapter_dir is not None:
         from peft import PeftModel
 
         loaded.model = PeftModel.from_pretrained(loaded.model, str(adapter_dir))
+        loaded.adapter_dir = str(adapter_dir)
     loaded.model.eval()
     return loaded
 
 
 def generate(loaded: LoadedModel, prompts: Sequence[str], max_new_tokens: int = 256, temperature: float = 0.0,
              top_p: float = 1.0, batch_size: int = 8, seed: int = 0, adapter_dir: str | Path | None = None,
-             progress: bool = True, desc: str = "generating") -> list[str]:
-    """Completions for chat-rendered prompt texts; greedy when temperature is 0."""
+             progress: bool = True, desc: str = "generating", use_adapter: bool = True) -> list[str]:
+    """Completions for chat-rendered prompt texts; greedy when temperature is 0.
+    `use_adapter=False` answers with the base model (same weights in memory, LoRA switched off)."""
     if loaded.fast_inference:
-        return _generate_vllm(loaded, prompts, max_new_tokens, temperature, top_p, seed, adapter_dir)
-    return _generate_hf(loaded, prompts, max_new_tokens, temperature, top_p, batch_size, seed, progress, desc)
+        return _generate_vllm(loaded, prompts, max_new_tokens, temperature, top_p, seed,
+                              (adapter_dir or loaded.adapter_dir) if use_adapter else None)
+    with _adapter_switch(loaded, use_adapter):
+        return _generate_hf(loaded, prompts, max_new_tokens, temperature, top_p, batch_size, seed, progress, desc)
+
+
+def _adapter_switch(loaded: LoadedModel, use_adapter: bool):
+    import contextlib
+
+    if use_adapter or not hasattr(loaded.model, "disable_adapter"):
+        return contextlib.nullcontext()
+    return loaded.model.disable_adapter()
+
+
+def stream_generate(loaded: LoadedModel, prompt: str, max_new_tokens: int = 256, temperature: float = 0.0,
+                    seed: int = 0, use_adapter: bool = True):
+    """Yield the growing completion text for one prompt (token by token without vLLM)."""
+    if loaded.fast_inference:
+        yield generate(loaded, [prompt], max_new_tokens, temperature, seed=seed, progress=False,
+                       use_adapter=use_adapter)[0]
+        return
+    import threading
+
+    import torch
+    from transformers import TextIteratorStreamer
+
+    tok, model = loaded.tokenizer, loaded.model
+    enc = tok([prompt], return_tensors="pt", add_special_tokens=False).to(next(model.parameters()).device)
+    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+    sampling = temperature > 0
+    kwargs = dict(**enc, max_new_tokens=max_new_tokens, do_sample=sampling, streamer=streamer,
+                  temperature=temperature if sampling else None, top_p=None, top_k=None,
+                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    errors: list[BaseException] = []
+
+    def work():
+        try:
+            torch.manual_seed(seed)
+            with torch.no_grad(), _adapter_switch(loaded, use_adapter):
+                model.generate(**kwargs)
+        except BaseException as exc:  # surfaced to the caller below
+            errors.append(exc)
+            streamer.end()
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    text = ""
+    for piece in streamer:
+        text += piece
+        yield text
+    thread.join()
+    if errors:
+        raise errors[0]
 
 
 def _generate_vllm(loaded, prompts, max_new_tokens, temperature, top_p, seed, adapter_dir):

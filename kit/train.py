@@ -225,7 +225,7 @@ def run(cfg: KitConfig, resume: bool = False, log=print) -> dict:
             log(f"kit: format priming (SFT) on {cfg.priming.samples} reference answers")
             summary["priming"] = run_priming(cfg, lm, data, out)
             log(f"kit: priming done: {summary['priming']}")
-            if cfg.evaluation.enabled and cfg.evaluation.before_training:
+            if cfg.evaluation.enabled:
                 summary["eval_primed"] = _evaluate(cfg, lm, data, out, "primed", train_frame)
         if "eval_primed" not in summary and (out / "eval_primed.json").is_file():
             summary["eval_primed"] = json.loads((out / "eval_primed.json").read_text())["metrics"]

@@ -47,7 +47,7 @@ def test_reference_answers_are_valid_and_rate_the_latent():
     cat = make_catalog(30, 30, 10, seed=5)
     samples, _ = build_samples(cat.interactions, 3, 3, 1)
     for s in samples.head(40).iter_rows(named=True):
-        answer = cat.reference_answer(s["user_id"], s["item_id"], s["user_avg"], s["item_avg"])
+        answer = cat.reference_answer(s)
         parsed = parse_answer(answer)
         assert parsed.valid, parsed.problems
         assert parsed.rating == min(5, max(1, round(cat.expected(s["user_id"], s["item_id"]))))

@@ -22,7 +22,14 @@ class TaskData:
     items: dict[str, dict]
     scale: tuple[float, float]
     stats: SampleStats
+    interactions: pl.DataFrame
     catalog: Optional[SyntheticCatalog] = None
+
+    def training_interactions(self) -> pl.DataFrame:
+        """Every interaction that is not a valid or test target (what classical baselines fit on)."""
+        from kit.baselines import training_interactions
+
+        return training_interactions(self.interactions, [self.splits["valid"], self.splits["test"]])
 
     def split(self, name: str, limit: int | None = None, seed: int = 0) -> pl.DataFrame:
         frame = self.splits[name]
@@ -39,7 +46,8 @@ def load_task_data(cfg: KitConfig) -> TaskData:
         samples, stats = build_samples(catalog.interactions, d.history_user, d.history_item, d.min_history)
         items = {r["item_id"]: r for r in catalog.items.iter_rows(named=True)}
         return TaskData(splits=split_leave_last_out(samples), items=items,
-                        scale=(cfg.rating_scale.min, cfg.rating_scale.max), stats=stats, catalog=catalog)
+                        scale=(cfg.rating_scale.min, cfg.rating_scale.max), stats=stats,
+                        interactions=catalog.interactions, catalog=catalog)
     raise ValueError(f"data.source '{d.source}' is not supported")
 
 
@@ -77,7 +85,7 @@ def to_prompt_dataset(frame: pl.DataFrame, data: TaskData, cfg: KitConfig, token
         if with_reference:
             if data.catalog is None:
                 raise ValueError("reference answers need the synthetic catalog (or priming.traces=FILE)")
-            record["completion"] = [{"role": "assistant", "content": data.catalog.reference_answer(
-                row["user_id"], row["item_id"], row["user_avg"], row["item_avg"], data.scale)}]
+            record["completion"] = [{"role": "assistant",
+                                     "content": data.catalog.reference_answer(row, data.scale)}]
         rows.append(record)
     return Dataset.from_list(rows), too_long

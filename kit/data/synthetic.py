@@ -58,32 +58,32 @@ class SyntheticCatalog:
             self._item_index = {r["item_id"]: r for r in self.items.iter_rows(named=True)}
         return self._item_index[item_id]
 
-    def reference_answer(self, user_id: str, item_id: str, user_avg: float, item_avg: float,
-                         scale=(1.0, 5.0)) -> str:
-        """A four-tag answer written from the user's true tastes (for format priming)."""
-        t = self.tastes[user_id]
-        row = self._item_row(item_id)
-        genre, traits = row["categories"][0], row["features"]
-        mu = latent_mean(t, genre, traits, row["quality"])
-        pos, neg = [], []
-        if genre in t.liked_genres:
-            pos.append(f"a {genre} book, a genre they enjoy")
-        if genre == t.disliked_genre:
-            neg.append(f"a {genre} book, a genre they avoid")
-        pos += [f"{x}, which they like" for x in traits if x in t.liked_traits]
-        neg += [f"{x}, which they dislike" for x in traits if x in t.disliked_traits]
-        lines = [f"[pos] {p}" for p in pos or ["nothing that matches their favourite traits"]]
-        lines += [f"[neg] {n}" for n in neg or ["nothing they usually dislike"]]
+    def reference_answer(self, sample: dict, scale=(1.0, 5.0)) -> str:
+        """A four-tag answer for a sample (format priming, RecOne-style cold start).
+
+        The analysis uses only what the prompt shows: traits and genres of the history items
+        the user rated high (>= 4) or low (<= 2), matched against the target's. The rating is
+        the generator's noise-free score round(mu), i.e. the truth without the noise."""
+        liked, disliked = [], []
+        for h in sample["user_history"]:
+            it = self._item_row(h["item_id"])
+            aspects = [it["categories"][0], *it["features"]]
+            bucket = liked if h["rating"] >= 4 else disliked if h["rating"] <= 2 else None
+            if bucket is not None:
+                bucket += [a for a in aspects if a not in bucket]
+        target = self._item_row(sample["item_id"])
+        aspects = [target["categories"][0], *target["features"]]
+        pos = [a for a in aspects if a in liked and a not in disliked]
+        neg = [a for a in aspects if a in disliked and a not in liked]
+        mu = self.expected(sample["user_id"], sample["item_id"])
         pred = int(min(scale[1], max(scale[0], round(mu))))
-        verdict = ("a strong fit" if pred >= 5 else "a good fit" if pred == 4 else "a mixed fit" if pred == 3
-                   else "a poor fit")
+        lines = [f"[pos] {a}, like items they rated high" for a in pos] or ["[pos] nothing they clearly enjoyed"]
+        lines += [f"[neg] {a}, like items they rated low" for a in neg] or ["[neg] nothing they clearly disliked"]
         return (
-            f"<analyze user>Likes {' and '.join(t.liked_genres)} books that are {' and '.join(t.liked_traits)}; "
-            f"dislikes {t.disliked_genre} and {' or '.join(t.disliked_traits)} books. "
-            f"Average rating {user_avg:.1f}.</analyze user>\n"
-            f"<analyze item>{row['title']}: {genre}, {', '.join(traits)}.\n" + "\n".join(lines) + "</analyze item>\n"
-            f"<match>{len(pos)} points for and {len(neg)} against; other readers average {item_avg:.1f}: "
-            f"{verdict}.</match>\n"
+            f"<analyze user>Enjoyed: {', '.join(liked) or 'nothing yet'}. Disliked: {', '.join(disliked) or 'nothing yet'}. "
+            f"Average {sample['user_avg']:.1f}.</analyze user>\n"
+            f"<analyze item>{', '.join(aspects)}.\n" + "\n".join(lines) + "</analyze item>\n"
+            f"<match>{len(pos)} for, {len(neg)} against; readers average {sample['item_avg']:.1f}.</match>\n"
             f"<rate>{pred}</rate>"
         )
 

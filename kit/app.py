@@ -1,0 +1,351 @@
+"""`python -m kit.app [--run RUN_DIR | --config RECIPE] [--host 127.0.0.1] [--port 7860] [--share]`
+
+A Gradio app to see why the model rates as it does: pick a user and an item, read the
+user's history and the item's recent reviews, generate (streaming), and read the four
+stages as separate panels, the rating beside the truth and the averages, the reward
+breakdown, and the raw completion and prompt. Base model vs fine-tuned adapter side by
+side (one base in memory, the adapter switched on and off), optionally n samples with
+the spread of predicted ratings.
+
+Safe by default: binds 127.0.0.1, no share link unless --share, serves no files, unknown
+ids get a message (not a traceback), input sizes are capped.
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import statistics
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import polars as pl
+
+from kit.config import ConfigError, KitConfig, load_config
+from kit.data import TaskData, load_task_data, sample_messages
+from kit.prompts import clip, render_chat
+from kit.rewards import REWARDS, parse_answer
+
+MAX_NEW_TOKENS = 1024
+MAX_SAMPLES = 8
+MAX_QUERY = 200
+SPLITS = ("test", "valid", "train")
+
+
+class AppInputError(ValueError):
+    """Bad input from the page: shown as a message, never as a traceback."""
+
+
+@dataclass
+class AppState:
+    cfg: KitConfig
+    data: TaskData
+    loaded: Any = None                 # kit.model.LoadedModel, loaded on first use
+    adapter_dir: str | None = None
+    _samples: dict | None = None
+
+    def samples(self) -> dict[tuple[str, str], tuple[str, dict]]:
+        """(user, item) -> (split, sample) for every sample of every split."""
+        if self._samples is None:
+            self._samples = {}
+            for split in reversed(SPLITS):  # test wins over valid over train
+                for row in self.data.splits[split].iter_rows(named=True):
+                    self._samples[(row["user_id"], row["item_id"])] = (split, row)
+        return self._samples
+
+    def model(self):
+        if self.loaded is None:
+            import kit.runtime  # noqa: F401
+            from kit.model import load_adapter
+
+            self.loaded = load_adapter(self.cfg.model, self.adapter_dir)
+        return self.loaded
+
+
+def build_state(run: str | None = None, config: str | None = None, overrides: list[str] | None = None) -> AppState:
+    if run:
+        run_dir = Path(run)
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"{run_dir}/config.yaml not found: --run takes a folder written by kit.train")
+        cfg = load_config(str(run_dir / "config.yaml"), overrides)
+        adapter = str(run_dir / "adapter") if (run_dir / "adapter" / "adapter_config.json").is_file() else None
+    else:
+        cfg = load_config(config or "cpu-demo", overrides)
+        adapter = None
+    return AppState(cfg=cfg, data=load_task_data(cfg), adapter_dir=adapter)
+
+
+# --------------------------------------------------------------------------- data views
+
+def user_choices(state: AppState, query: str = "", limit: int = 200) -> list[str]:
+    query = (query or "")[:MAX_QUERY].lower()
+    users = sorted({u for u, _ in state.samples()})
+    return [u for u in users if query in u.lower()][:limit]
+
+
+def item_choices(state: AppState, user_id: str) -> list[str]:
+    """The user's targets (test first), labelled with split and title."""
+    check_user(state, user_id)
+    out = []
+    for (u, i), (split, _) in state.samples().items():
+        if u == user_id:
+            out.append((SPLITS.index(split), i))
+    return [f"{i} | {split_of(state, user_id, i)} | {state.data.items.get(i, {}).get('title', '?')}"
+            for _, i in sorted(out)]
+
+
+def split_of(state: AppState, user_id: str, item_id: str) -> str:
+    return state.samples()[(user_id, item_id)][0]
+
+
+def parse_item_choice(choice: str) -> str:
+    return (choice or "").split(" | ")[0].strip()[:MAX_QUERY]
+
+
+def check_user(state: AppState, user_id: str) -> None:
+    if not user_id or user_id not in {u for u, _ in state.samples()}:
+        raise AppInputError(f"unknown user id {str(user_id)[:40]!r}: pick one from the list")
+
+
+def get_sample(state: AppState, user_id: str, item_id: str) -> dict:
+    check_user(state, user_id)
+    found = state.samples().get((user_id, item_id))
+    if found is None:
+        if item_id not in state.data.items:
+            raise AppInputError(f"unknown item id {str(item_id)[:40]!r}: pick one from the list")
+        raise AppInputError(f"user {user_id} has no rating target for item {item_id}: pick one of their targets")
+    return found[1]
+
+
+def _date(ts: int) -> str:
+    return datetime.fromtimestamp(int(ts), tz=timezone.utc).strftime("%Y-%m-%d")
+
+
+def history_table(state: AppState, sample: dict) -> pl.DataFrame:
+    rows = [{"item": state.data.items.get(h["item_id"], {}).get("title", h["item_id"]), "rating": h["rating"],
+             "review": clip(h["review"], 120), "date": _date(h["timestamp"])} for h in sample["user_history"]]
+    return pl.DataFrame(rows, schema={"item": pl.Utf8, "rating": pl.Float64, "review": pl.Utf8, "date": pl.Utf8})
+
+
+def item_markdown(state: AppState, sample: dict) -> str:
+    it = state.data.items.get(sample["item_id"], {})
+    lines = [f"### {html.escape(clip(it.get('title', sample['item_id']), 160))}"]
+    for label, key in (("Category", "categories"), ("Features", "features")):
+        if it.get(key):
+            lines.append(f"**{label}:** {html.escape(clip(', '.join(it[key]), 300))}")
+    if it.get("description"):
+        lines.append(html.escape(clip(it["description"], 400)))
+    lines.append(f"**Average rating before this target:** {sample['item_avg']:.2f} over {sample['item_count']} ratings")
+    lines.append("**Recent reviews by others:**")
+    lines += [f"- {h['rating']:.1f} ({_date(h['timestamp'])}): {html.escape(clip(h['review'], 160))}"
+              for h in sample["item_history"]] or ["- none"]
+    return "\n\n".join(lines)
+
+
+def truth_markdown(sample: dict) -> str:
+    return (f"**True rating:** {sample['rating']:g} &nbsp; · &nbsp; **user average (earlier):** {sample['user_avg']:.2f}"
+            f" &nbsp; · &nbsp; **item average (earlier):** {sample['item_avg']:.2f}")
+
+
+# --------------------------------------------------------------------------- answers
+
+def answer_panels(text: str, sample: dict, scale: tuple[float, float], style: str = "reczero") -> dict[str, str]:
+    """The four stages as markdown panels, the rating card, the reward breakdown, what is wrong."""
+    parsed = parse_answer(text, scale, style)
+    sec = parsed.sections
+    item_lines = [ln.strip() for ln in sec.get("analyze item", "").splitlines() if ln.strip()]
+    pos = [ln[5:].strip() for ln in item_lines if ln.lower().startswith("[pos]")]
+    neg = [ln[5:].strip() for ln in item_lines if ln.lower().startswith("[neg]")]
+    other = [ln for ln in item_lines if not ln.lower().startswith(("[pos]", "[neg]"))]
+    esc = html.escape
+    item_md = "\n".join([esc(x) for x in other] + ["", "**Likely to like**"] + [f"- {esc(p)}" for p in pos or ["(none)"]]
+                        + ["", "**Likely to dislike**"] + [f"- {esc(n)}" for n in neg or ["(none)"]])
+    if parsed.valid:
+        verdict = f"<div class='kit-rating'>{parsed.rating:g}</div><div>predicted, true {sample['rating']:g}, " \
+                  f"error {abs(parsed.rating - sample['rating']):.2f}</div>"
+    else:
+        verdict = "<div class='kit-rating kit-bad'>malformed</div><div>" + "<br>".join(
+            esc(p) for p in parsed.problems[:6]) + "</div>"
+    kwargs = {"rating": [sample["rating"]], "rating_min": [scale[0]], "rating_max": [scale[1]]}
+    rewards = "\n".join(["| reward | value |", "|---|---|"] +
+                        [f"| {name} | {fn([text], **kwargs)[0]:+.3f} |" for name, fn in REWARDS.items()
+                         if not name.startswith(("think_answer", "answer_only")) or style != "reczero"])
+    return {"user": esc(sec.get("analyze user", "")) or "_(missing)_", "item": item_md,
+            "match": esc(sec.get("match", "")) or "_(missing)_", "rating": verdict, "rewards": rewards,
+            "raw": text, "valid": "yes" if parsed.valid else "no"}
+
+
+def prompt_text(state: AppState, sample: dict) -> str:
+    return render_chat(state.model().tokenizer, sample_messages(sample, state.data, state.cfg))
+
+
+def stream_answer(state: AppState, sample: dict, use_adapter: bool, temperature: float, max_new_tokens: int,
+                  seed: int) -> Iterator[str]:
+    from kit.model import stream_generate
+
+    max_new_tokens = int(min(MAX_NEW_TOKENS, max(1, max_new_tokens)))
+    yield from stream_generate(state.model(), prompt_text(state, sample), max_new_tokens=max_new_tokens,
+                               temperature=float(max(0.0, temperature)), seed=int(seed), use_adapter=use_adapter)
+
+
+def sample_ratings(state: AppState, sample: dict, n: int, use_adapter: bool, temperature: float,
+                   max_new_tokens: int, seed: int) -> dict:
+    """n sampled answers: their ratings (None when malformed), mean and spread."""
+    from kit.model import generate
+
+    n = int(min(MAX_SAMPLES, max(1, n)))
+    texts = generate(state.model(), [prompt_text(state, sample)] * n,
+                     max_new_tokens=int(min(MAX_NEW_TOKENS, max_new_tokens)),
+                     temperature=max(0.05, float(temperature)), seed=int(seed), progress=False,
+                     use_adapter=use_adapter, batch_size=n)
+    ratings = [p.rating if p.valid else None for p in (parse_answer(t, state.data.scale) for t in texts)]
+    ok = [r for r in ratings if r is not None]
+    return {"ratings": ratings, "mean": sum(ok) / len(ok) if ok else None,
+            "spread": statistics.pstdev(ok) if len(ok) > 1 else 0.0}
+
+
+# --------------------------------------------------------------------------- UI
+
+CSS = """
+.kit-rating {font-size: 3em; font-weight: 700; line-height: 1.1}
+.kit-bad {color: #b42318; font-size: 1.6em}
+"""
+
+
+def build_ui(state: AppState):
+    import gradio as gr
+
+    has_adapter = state.adapter_dir is not None
+    sides = [("tuned", "Fine-tuned adapter"), ("base", "Base model")] if has_adapter else [("base", "Base model")]
+
+    with gr.Blocks(title="reczero-kit: reason before you recommend") as demo:
+        gr.Markdown("## Reason before you recommend\nPick a user and one of their rating targets, then generate. "
+                    f"Model: `{state.cfg.model.name}`; adapter: `{state.adapter_dir or 'none (base model only)'}`.")
+        with gr.Row():
+            user = gr.Dropdown(choices=user_choices(state), label="User (type to search)", filterable=True,
+                               allow_custom_value=True, elem_id="user-select")
+            item = gr.Dropdown(choices=[], label="Item (the user's targets: id | split | title)", filterable=True,
+                               allow_custom_value=True, elem_id="item-select")
+        truth = gr.Markdown(elem_id="truth")
+        with gr.Row():
+            with gr.Column():
+                gr.Markdown("#### The user's history (strictly before the target)")
+                history = gr.Dataframe(interactive=False, wrap=True, elem_id="history")
+            with gr.Column():
+                item_info = gr.Markdown(elem_id="item-info")
+        with gr.Row():
+            temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="temperature (0 = greedy)")
+            max_tokens = gr.Slider(16, MAX_NEW_TOKENS, value=min(MAX_NEW_TOKENS, state.cfg.evaluation.max_new_tokens),
+                                   step=16, label="max new tokens")
+            seed = gr.Number(value=0, precision=0, label="seed")
+            n_samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="samples for the rating spread")
+        go = gr.Button("Generate", variant="primary", elem_id="generate")
+        message = gr.Markdown(elem_id="message")
+        outputs: dict[str, dict[str, Any]] = {}
+        with gr.Row():
+            for key, title in sides:
+                with gr.Column():
+                    gr.Markdown(f"### {title}")
+                    o: dict[str, Any] = {}
+                    o["rating"] = gr.HTML(elem_id=f"{key}-rating")
+                    with gr.Group():
+                        gr.Markdown("**1 · User analysis**")
+                        o["user"] = gr.Markdown(elem_id=f"{key}-user")
+                        gr.Markdown("**2 · Item analysis**")
+                        o["item"] = gr.Markdown(elem_id=f"{key}-item")
+                        gr.Markdown("**3 · Match**")
+                        o["match"] = gr.Markdown(elem_id=f"{key}-match")
+                    o["rewards"] = gr.Markdown(elem_id=f"{key}-rewards")
+                    o["spread"] = gr.Markdown(elem_id=f"{key}-spread")
+                    with gr.Accordion("Raw completion", open=False):
+                        o["raw"] = gr.Code(language=None, elem_id=f"{key}-raw")
+                    outputs[key] = o
+        with gr.Accordion("Prompt (chat-rendered)", open=False):
+            prompt_box = gr.Code(language=None, elem_id="prompt")
+
+        def on_user(user_id):
+            try:
+                choices = item_choices(state, user_id)
+            except AppInputError as exc:
+                return gr.update(choices=[], value=None), f"**{exc}**"
+            return gr.update(choices=choices, value=choices[0] if choices else None), ""
+
+        def on_item(user_id, choice):
+            try:
+                sample = get_sample(state, user_id, parse_item_choice(choice))
+            except AppInputError as exc:
+                return f"**{exc}**", None, ""
+            return truth_markdown(sample), history_table(state, sample).to_pandas(), item_markdown(state, sample)
+
+        flat = [outputs[k][f] for k, _ in sides for f in ("rating", "user", "item", "match", "rewards", "spread", "raw")]
+
+        def on_generate(user_id, choice, temp, max_new, seed_value, n):
+            blank = {k: {f: "" for f in ("rating", "user", "item", "match", "rewards", "spread", "raw")}
+                     for k, _ in sides}
+
+            def pack(msg, prompt=""):
+                return [msg, prompt] + [blank[k][f] for k, _ in sides
+                                        for f in ("rating", "user", "item", "match", "rewards", "spread", "raw")]
+
+            try:
+                sample = get_sample(state, user_id, parse_item_choice(choice))
+            except AppInputError as exc:
+                yield pack(f"**{exc}**")
+                return
+            prompt = prompt_text(state, sample)
+            for key, _ in sides:
+                text = ""
+                for text in stream_answer(state, sample, key == "tuned", temp, max_new, seed_value):
+                    blank[key].update(answer_panels(text, sample, state.data.scale, state.cfg.prompt.style))
+                    blank[key]["rating"] = "<div>generating...</div>"
+                    yield pack("generating...", prompt)
+                blank[key].update(answer_panels(text, sample, state.data.scale, state.cfg.prompt.style))
+                if int(n) > 1:
+                    s = sample_ratings(state, sample, int(n), key == "tuned", temp or 0.7, max_new, seed_value)
+                    shown = ", ".join("malformed" if r is None else f"{r:g}" for r in s["ratings"])
+                    mean = "-" if s["mean"] is None else f"{s['mean']:.2f}"
+                    blank[key]["spread"] = f"**{int(n)} samples:** {shown}  \nmean {mean}, spread (std) {s['spread']:.2f}"
+                yield pack("", prompt)
+            yield pack("done", prompt)
+
+        user.change(on_user, [user], [item, message])
+        item.change(on_item, [user, item], [truth, history, item_info])
+        go.click(on_generate, [user, item, temperature, max_tokens, seed, n_samples], [message, prompt_box, *flat],
+                 api_name="generate")
+    demo.queue(default_concurrency_limit=1, max_size=16)
+    return demo
+
+
+def launch(state: AppState, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
+           block: bool = True):
+    import gradio as gr
+
+    demo = build_ui(state)
+    demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
+                show_error=False, allowed_paths=[], max_file_size="1mb", css=CSS, theme=gr.themes.Soft())
+    return demo
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m kit.app", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", help="a run folder from kit.train (config + adapter)")
+    ap.add_argument("--config", help="a recipe, without a run (base model only); default cpu-demo")
+    ap.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    ap.add_argument("--port", type=int, default=7860)
+    ap.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
+    ap.add_argument("overrides", nargs="*", help="key=value config overrides")
+    args = ap.parse_args(argv)
+    try:
+        state = build_state(args.run, args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"kit: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"kit: serving on http://{args.host}:{args.port} (share link: {'on' if args.share else 'off'})")
+    launch(state, args.host, args.port, args.share)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
