@@ -23,6 +23,7 @@ from typing import Any, Iterator
 
 import polars as pl
 
+import kit.runtime  # noqa: F401  (unsloth before transformers/peft)
 from kit.config import ConfigError, KitConfig, load_config
 from kit.data import TaskData, load_task_data, sample_messages
 from kit.prompts import clip, render_chat
@@ -224,7 +225,9 @@ def build_ui(state: AppState):
         gr.Markdown("## Reason before you recommend\nPick a user and one of their rating targets, then generate. "
                     f"Model: `{state.cfg.model.name}`; adapter: `{state.adapter_dir or 'none (base model only)'}`.")
         with gr.Row():
-            user = gr.Dropdown(choices=user_choices(state), label="User (type to search)", filterable=True,
+            users = user_choices(state)
+            user = gr.Dropdown(choices=users, value=users[0] if users else None, label="User (type to search)",
+                               filterable=True,
                                allow_custom_value=True, elem_id="user-select")
             item = gr.Dropdown(choices=[], label="Item (the user's targets: id | split | title)", filterable=True,
                                allow_custom_value=True, elem_id="item-select")
@@ -232,13 +235,14 @@ def build_ui(state: AppState):
         with gr.Row():
             with gr.Column():
                 gr.Markdown("#### The user's history (strictly before the target)")
-                history = gr.Dataframe(interactive=False, wrap=True, elem_id="history")
+                history = gr.Dataframe(interactive=False, wrap=True, elem_id="history",
+                                       column_widths=["28%", "10%", "47%", "15%"])
             with gr.Column():
                 item_info = gr.Markdown(elem_id="item-info")
         with gr.Row():
             temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="temperature (0 = greedy)")
-            max_tokens = gr.Slider(16, MAX_NEW_TOKENS, value=min(MAX_NEW_TOKENS, state.cfg.evaluation.max_new_tokens),
-                                   step=16, label="max new tokens")
+            max_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=min(MAX_NEW_TOKENS, state.cfg.evaluation.max_new_tokens),
+                                   step=1, label="max new tokens")
             seed = gr.Number(value=0, precision=0, label="seed")
             n_samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="samples for the rating spread")
         go = gr.Button("Generate", variant="primary", elem_id="generate")
@@ -311,6 +315,7 @@ def build_ui(state: AppState):
             yield pack("done", prompt)
 
         user.change(on_user, [user], [item, message])
+        demo.load(on_user, [user], [item, message])  # the first user is preselected: fill its items
         item.change(on_item, [user, item], [truth, history, item_info])
         go.click(on_generate, [user, item, temperature, max_tokens, seed, n_samples], [message, prompt_box, *flat],
                  api_name="generate")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import kit.runtime  # noqa: F401,E402  (unsloth first, as in every entry point)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
