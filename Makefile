@@ -16,6 +16,7 @@ smoke: setup
 	$(PY) -m kit.train --config smoke output_dir=runs/smoke-$$(date +%s)
 
 test: setup
+	bash scripts/setup-browser.sh
 	$(PY) -m pytest -q
 
 clean:

@@ -48,6 +48,13 @@ def load_task_data(cfg: KitConfig) -> TaskData:
         return TaskData(splits=split_leave_last_out(samples), items=items,
                         scale=(cfg.rating_scale.min, cfg.rating_scale.max), stats=stats,
                         interactions=catalog.interactions, catalog=catalog)
+    if d.source == "prepared":
+        from kit.data.prepare import read_prepared
+
+        splits, items, interactions, meta = read_prepared(d.path)
+        scale = (float(meta["scale"][0]), float(meta["scale"][1]))
+        return TaskData(splits=splits, items={r["item_id"]: r for r in items.iter_rows(named=True)}, scale=scale,
+                        stats=SampleStats(kept=sum(len(v) for v in splits.values())), interactions=interactions)
     raise ValueError(f"data.source '{d.source}' is not supported")
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from kit.data.prepare import main
+
+sys.exit(main())
