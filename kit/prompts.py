@@ -29,7 +29,7 @@ def clip(text: Any, limit: int = 400) -> str:
         return ""
     if len(s) <= limit:
         return s
-    cut = s[:limit].rsplit(" ", 1)[0] or s[:limit]
+    cut = s[:limit + 1].rsplit(" ", 1)[0] or s[:limit]
     return cut.rstrip(",;:.") + "..."
 
 

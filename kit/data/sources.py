@@ -63,7 +63,7 @@ def clean_text(value: Any, limit: int = 1000) -> str:
         s = html.unescape(s)
     s = _SPACE.sub(" ", s).strip()
     if len(s) > limit:
-        cut = s[:limit].rsplit(" ", 1)[0] or s[:limit]
+        cut = s[:limit + 1].rsplit(" ", 1)[0] or s[:limit]
         s = cut + "..."
     return s
 
