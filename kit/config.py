@@ -7,6 +7,7 @@ run here, before any model loads.
 from __future__ import annotations
 
 import copy
+import typing
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -32,9 +33,22 @@ class SyntheticConfig(_Strict):
     seed: int = 0
 
 
+class AutoPrepare(_Strict):
+    """Download and prepare a real data set on first use (when data.path does not exist yet)."""
+
+    source: Literal["amazon2023"] = "amazon2023"
+    category: str = Field("Digital_Music", description="an Amazon Reviews 2023 category")
+    raw_dir: str = Field("data/raw", description="where the downloaded files go")
+    kcore: int = Field(5, ge=0)
+    max_train: Optional[int] = Field(None, ge=1)
+    max_valid: Optional[int] = Field(None, ge=1)
+    max_test: Optional[int] = Field(None, ge=1)
+
+
 class DataConfig(_Strict):
     source: Literal["synthetic", "prepared"] = "synthetic"
     path: Optional[str] = Field(None, description="prepared data folder (source: prepared)")
+    prepare: Optional[AutoPrepare] = Field(None, description="download + prepare into data.path on first use")
     synthetic: SyntheticConfig = SyntheticConfig()
     history_user: int = Field(10, ge=1, description="N: the user's last N earlier interactions")
     history_item: int = Field(10, ge=0, description="N: the item's last N earlier interactions by others")
@@ -202,6 +216,9 @@ def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     keys = []
     for name, field in model.model_fields.items():
         ann = field.annotation
+        inner = [a for a in typing.get_args(ann) if a is not type(None)]
+        if len(inner) == 1:  # Optional[Section]
+            ann = inner[0]
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             keys += _known_keys(ann, f"{prefix}{name}.")
         else:

@@ -156,3 +156,17 @@ def test_text_helpers():
     assert clean_text("a<br/>b &amp; <p>c</p>") == "a b & c"
     assert clean_text("one two three", 7) == "one two..."
     assert parse_price("$1,299.00") == 1299.0 and parse_price("None") is None and parse_price(None) is None
+
+
+def test_recipe_prepares_real_data_on_first_use(tmp_path):
+    """data.prepare: raw files already in raw_dir (as the download leaves them) are prepared into data.path."""
+    from kit.config import load_config
+    from kit.data import load_task_data
+
+    F.amazon2023(tmp_path / "raw" / "Digital_Music", gz=False)
+    cfg = load_config("gpu-16gb", [f"data.path={tmp_path / 'prepared'}", f"data.prepare.raw_dir={tmp_path / 'raw'}",
+                                   "data.prepare.kcore=0", "data.min_history=1", "data.history_user=2",
+                                   "data.history_item=2"])
+    data = load_task_data(cfg)
+    assert (tmp_path / "prepared" / "stats.json").is_file()
+    assert len(data.splits["test"]) == 2 and "P1" in data.items

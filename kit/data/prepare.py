@@ -303,18 +303,22 @@ def load_prepared(path: str | Path, split: str = "train", prompt_style: str | No
 
 def download_amazon2023(category: str, dest: str | Path) -> list[Path]:
     """Raw review + meta files of one Amazon Reviews 2023 category from the Hugging Face Hub
-    (the dataset's loading script no longer runs under datasets >= 4)."""
-    from huggingface_hub import hf_hub_download
-
+    (the dataset's loading script no longer runs under datasets >= 4), as
+    dest/<category>.jsonl and dest/meta_<category>.jsonl. Files already there are kept."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    repo = "McAuley-Lab/Amazon-Reviews-2023"
-    files = [f"raw/review_categories/{category}.jsonl", f"raw/meta_categories/meta_{category}.jsonl"]
-    out = []
-    for f in files:
-        local = hf_hub_download(repo_id=repo, filename=f, repo_type="dataset", local_dir=str(dest))
-        out.append(Path(local))
-    return out
+    wanted = {f"raw/review_categories/{category}.jsonl": dest / f"{category}.jsonl",
+              f"raw/meta_categories/meta_{category}.jsonl": dest / f"meta_{category}.jsonl"}
+    for remote, local in wanted.items():
+        if local.is_file() or local.with_suffix(".jsonl.gz").is_file():
+            continue
+        from huggingface_hub import hf_hub_download
+
+        cached = hf_hub_download(repo_id="McAuley-Lab/Amazon-Reviews-2023", filename=remote, repo_type="dataset")
+        tmp = local.with_name("." + local.name)
+        shutil.copyfile(cached, tmp)
+        os.replace(tmp, local)
+    return list(wanted.values())
 
 
 # --------------------------------------------------------------------------- CLI
