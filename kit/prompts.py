@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import jinja2
 
 from kit.paths import PROMPTS_DIR
+from kit.text import cut_words
 
 _TAG_LIKE = re.compile(r"<\s*(/?)\s*(analyze\s*user|analyze\s*item|match|rate|think|answer)\s*>", re.IGNORECASE)
 
@@ -24,13 +25,7 @@ def neutralise(text: Any) -> str:
 
 def clip(text: Any, limit: int = 400) -> str:
     """Neutralise, collapse whitespace, and cut at a word boundary with an ellipsis."""
-    s = " ".join(neutralise("" if text is None else text).split())
-    if limit <= 0:
-        return ""
-    if len(s) <= limit:
-        return s
-    cut = s[:limit + 1].rsplit(" ", 1)[0] or s[:limit]
-    return cut.rstrip(",;:.") + "..."
+    return cut_words(" ".join(neutralise("" if text is None else text).split()), limit)
 
 
 @lru_cache(maxsize=1)

@@ -22,6 +22,8 @@ from typing import Any, Callable, Iterator
 
 import msgspec
 
+from kit.text import cut_words
+
 _BLOCK_TAGS = re.compile(r"<\s*(?:br|/?p|/?div|/?li|/?ul|/?ol|/?tr|/?td|/?h\d)\b[^>]{0,200}>", re.IGNORECASE)
 _TAGS = re.compile(r"<[^>]{0,200}>")
 _SPACE = re.compile(r"\s+")
@@ -61,11 +63,7 @@ def clean_text(value: Any, limit: int = 1000) -> str:
         s = _TAGS.sub("", _BLOCK_TAGS.sub(" ", s))  # block tags separate words, inline tags do not
     if "&" in s:
         s = html.unescape(s)
-    s = _SPACE.sub(" ", s).strip()
-    if len(s) > limit:
-        cut = s[:limit + 1].rsplit(" ", 1)[0] or s[:limit]
-        s = cut + "..."
-    return s
+    return cut_words(_SPACE.sub(" ", s).strip(), limit)
 
 
 def open_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, bytes]]:
