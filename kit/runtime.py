@@ -12,8 +12,12 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 warnings.filterwarnings("ignore", message=".*register_constant.*")
 
+import contextlib  # noqa: E402
+import sys  # noqa: E402
+
 try:
-    import unsloth  # noqa: F401,E402
+    with contextlib.redirect_stdout(sys.stderr):  # its banner is a log line: keep stdout for results
+        import unsloth  # noqa: F401
     UNSLOTH_ERROR: Exception | None = None
 except Exception as exc:  # reported by kit.versions.check_versions with the fix
     UNSLOTH_ERROR = exc

@@ -185,6 +185,7 @@ def run(cfg: KitConfig, resume: bool = False, log=print) -> dict:
     from kit.data import load_task_data
     from kit.model import load_model
 
+    rewards = [load_reward(r.name) for r in cfg.rewards]  # checked before anything is written or loaded
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = last_checkpoint(out) if resume else None
@@ -202,7 +203,6 @@ def run(cfg: KitConfig, resume: bool = False, log=print) -> dict:
         write_jsonl(out / "metrics.jsonl", kept)
 
     random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
-    rewards = [load_reward(r.name) for r in cfg.rewards]  # checked before any model loads
     t0 = time.time()
     data = load_task_data(cfg)
     log(f"kit: data: {len(data.splits['train'])} train / {len(data.splits['valid'])} valid / "
