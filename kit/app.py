@@ -117,7 +117,7 @@ def get_sample(state: AppState, user_id: str, item_id: str) -> dict:
         if item_id not in state.data.items:
             raise AppInputError(f"unknown item id {str(item_id)[:40]!r}: pick one from the list")
         raise AppInputError(f"user {user_id} has no rating target for item {item_id}: pick one of their targets")
-    return found[1]
+    return state.data.with_reviews(found[1])
 
 
 def _date(ts: int) -> str:

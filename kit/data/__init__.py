@@ -24,6 +24,12 @@ class TaskData:
     stats: SampleStats
     interactions: pl.DataFrame
     catalog: Optional[SyntheticCatalog] = None
+    reviews: Optional[list[str]] = None   # review texts by interaction row, for histories that carry `ref`
+
+    def with_reviews(self, sample: dict) -> dict:
+        from kit.data.samples import attach_reviews
+
+        return attach_reviews(sample, self.reviews)
 
     def training_interactions(self) -> pl.DataFrame:
         """Every interaction that is not a valid or test target (what classical baselines fit on)."""
@@ -58,7 +64,8 @@ def load_task_data(cfg: KitConfig) -> TaskData:
         splits, items, interactions, meta = read_prepared(d.path)
         scale = (float(meta["scale"][0]), float(meta["scale"][1]))
         return TaskData(splits=splits, items={r["item_id"]: r for r in items.iter_rows(named=True)}, scale=scale,
-                        stats=SampleStats(kept=sum(len(v) for v in splits.values())), interactions=interactions)
+                        stats=SampleStats(kept=sum(len(v) for v in splits.values())), interactions=interactions,
+                        reviews=interactions["review"].to_list())
     raise ValueError(f"data.source '{d.source}' is not supported")
 
 
@@ -81,7 +88,8 @@ def auto_prepare(cfg: KitConfig) -> None:
 def sample_messages(row: dict, data: TaskData, cfg: KitConfig) -> list[dict[str, str]]:
     from kit.prompts import build_messages
 
-    return build_messages(row, data.items, cfg.prompt.style, data.scale, review_chars=cfg.data.review_chars,
+    return build_messages(data.with_reviews(row), data.items, cfg.prompt.style, data.scale,
+                          review_chars=cfg.data.review_chars,
                           description_chars=cfg.data.description_chars)
 
 

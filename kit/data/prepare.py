@@ -57,6 +57,7 @@ class PrepareOptions:
     mapping: dict = field(default_factory=dict)
     item_mapping: dict = field(default_factory=dict)
     time_unit: str = "s"
+    engine: str = "auto"               # auto: columnar fast path where possible; lines: always line by line
 
 
 DEFAULT_SCALES = {"amazon2023": (1.0, 5.0), "amazon2018": (1.0, 5.0), "yelp": (1.0, 5.0), "movielens": (1.0, 5.0),
@@ -119,7 +120,14 @@ def read_source(opts: PrepareOptions, stats: S.ReadStats, progress=None) -> tupl
     reviews, items_file = locate(opts)
     item_stats = S.ReadStats()
     rc, dc = opts.review_chars, opts.description_chars
-    if opts.source in ("amazon2023", "amazon2018", "yelp", "jsonl") or (opts.source == "csv" and reviews.suffix != ".csv"):
+    fast = None
+    if opts.source in ("amazon2023", "amazon2018", "yelp") and not opts.strict and opts.engine == "auto":
+        from kit.data.columnar import read_reviews_columnar
+
+        fast = read_reviews_columnar(reviews, opts.source, scale, rc, stats)
+    if fast is not None:
+        inter = fast
+    elif opts.source in ("amazon2023", "amazon2018", "yelp", "jsonl") or (opts.source == "csv" and reviews.suffix != ".csv"):
         to_row = {"amazon2023": S.amazon2023_review, "amazon2018": S.amazon2018_review, "yelp": S.yelp_review}.get(
             opts.source)
         to_row = to_row(scale, rc) if to_row else S.generic_review(opts.mapping, scale, rc, opts.time_unit)
@@ -209,7 +217,7 @@ def prepare(opts: PrepareOptions, log=print) -> dict:
     items = items.join(inter.select("item_id").unique(), on="item_id", how="semi")
 
     samples, sstats = build_samples(inter, opts.history, opts.item_history if opts.item_history is not None
-                                    else opts.history, opts.min_history)
+                                    else opts.history, opts.min_history, history_reviews=False)
     splits = split_leave_last_out(samples) if opts.split == "loo" else time_split(samples, opts.time_cut)
     caps = {"train": opts.max_train, "valid": opts.max_valid, "test": opts.max_test}
     for name, cap in caps.items():
@@ -277,7 +285,7 @@ def load_prepared(path: str | Path, split: str = "train", prompt_style: str | No
     (with prompt_style) a chat `prompt` rendered lazily on access."""
     from datasets import Dataset
 
-    splits, items, _, meta = read_prepared(path)
+    splits, items, interactions, meta = read_prepared(path)
     if split not in splits:
         raise S.DataError(f"split '{split}': choose train, valid or test")
     lo, hi = meta["scale"]
@@ -288,10 +296,13 @@ def load_prepared(path: str | Path, split: str = "train", prompt_style: str | No
     if prompt_style:
         from kit.prompts import build_messages
 
+        from kit.data.samples import attach_reviews
+
         lookup = {r["item_id"]: r for r in items.iter_rows(named=True)}
+        reviews = interactions["review"].to_list()
 
         def render(batch):
-            rows = [dict(zip(batch, vals)) for vals in zip(*batch.values())]
+            rows = [attach_reviews(dict(zip(batch, vals)), reviews) for vals in zip(*batch.values())]
             batch["prompt"] = [build_messages(r, lookup, prompt_style, (lo, hi)) for r in rows]
             return batch
 

@@ -74,8 +74,13 @@ def build_samples(
     history_item: int = 10,
     min_history: int = 5,
     targets: pl.DataFrame | None = None,
+    history_reviews: bool = True,
 ) -> tuple[pl.DataFrame, SampleStats]:
-    """Samples for every interaction (or for the (user_id, item_id) pairs in `targets`)."""
+    """Samples for every interaction (or for the (user_id, item_id) pairs in `targets`).
+
+    With history_reviews=False, history entries carry `ref` (the row of the interaction in
+    the table passed in) instead of a copy of its review text: at scale the copies would
+    dominate memory and disk (each review appears in up to 2N histories)."""
     df = normalise_interactions(interactions).with_row_index("_row")
     by_user = df.sort(["user_id", "timestamp", "item_id"])
     u_keys = by_user["user_id"].to_numpy()
@@ -120,10 +125,12 @@ def build_samples(
     merged = merged.filter(keep)
     stats.kept = len(merged)
 
+    text = ["review"] if history_reviews else ["ref"]
+    by_user, by_item = (f.with_columns(pl.col("_row").alias("ref")) for f in (by_user, by_item))
     user_hist = _gather_lists(by_user, merged["_us"].to_numpy(), merged["_ue"].to_numpy(),
-                              ["item_id", "rating", "timestamp", "review"], "user_history")
+                              ["item_id", "rating", "timestamp", *text], "user_history")
     item_hist = _gather_lists(by_item, merged["_is"].to_numpy(), merged["_ie"].to_numpy(),
-                              ["user_id", "rating", "timestamp", "review"], "item_history")
+                              ["user_id", "rating", "timestamp", *text], "item_history")
     extra = [c for c in df.columns if c not in INTERACTION_COLUMNS and c != "_row"]
     out = merged.select(["user_id", "item_id", "timestamp", "rating", "user_avg", "item_avg",
                          "user_count", "item_count", *extra]).with_columns(user_hist, item_hist)
@@ -139,3 +146,13 @@ def split_leave_last_out(samples: pl.DataFrame, n_valid: int = 1, n_test: int = 
     train = ranked.filter(pl.col("_rank_from_end") > n_test + n_valid)
     return {k: v.drop("_rank_from_end").sort(["timestamp", "user_id"]) for k, v in
             {"train": train, "valid": valid, "test": test}.items()}
+
+
+def attach_reviews(sample: dict, reviews: list[str] | None) -> dict:
+    """Fill in review texts of history entries that carry a `ref` instead of the text."""
+    if reviews is None:
+        return sample
+    out = dict(sample)
+    for key in ("user_history", "item_history"):
+        out[key] = [h if "review" in h else {**h, "review": reviews[h["ref"]]} for h in sample[key]]
+    return out
