@@ -342,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
     ap.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = ap.parse_args(argv)
+    from kit.versions import check_versions
+
+    check_versions(warn=lambda m: print(m, file=sys.stderr))
     try:
         state = build_state(args.run, args.config, args.overrides)
     except ConfigError as exc:

@@ -297,6 +297,9 @@ def parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from kit.versions import check_versions
+
+    check_versions(warn=lambda m: print(m, file=sys.stderr))
     try:
         if argv and argv[0] == "compare":
             return compare_main(argv[1:])

@@ -1,6 +1,7 @@
 """The tested dependency set, and a check that names what differs and how to fix it."""
 from __future__ import annotations
 
+import sys
 from importlib import metadata
 
 TESTED = {
@@ -33,6 +34,9 @@ def version_problems(include_gpu: bool = False) -> list[str]:
             problems.append(f"{name} is not installed (tested: {want})")
         elif have.split("+")[0] != want:
             problems.append(f"{name} {have} is installed, tested with {want}")
+    runtime = sys.modules.get("kit.runtime")
+    if runtime is not None and runtime.UNSLOTH_ERROR is not None:
+        problems.append(f"import unsloth failed ({type(runtime.UNSLOTH_ERROR).__name__}: {runtime.UNSLOTH_ERROR})")
     if installed("torchvision") and (installed("torch") or "").endswith("+cpu"):
         problems.append("torchvision is installed beside a CPU torch: it breaks `import unsloth` "
                         "(pip uninstall -y torchvision)")
