@@ -159,7 +159,8 @@ def last_checkpoint(out: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def _evaluate(cfg, lm, data, out: Path, name: str, train_frame) -> dict:
+def _evaluate(cfg, lm, data, out: Path, name: str) -> dict:
+    """Greedy answers on the held-out samples, parsed and scored; reused when already on disk."""
     from kit.evaluate import predict, score_predictions
 
     path = out / f"eval_{name}.json"
@@ -176,16 +177,9 @@ def _evaluate(cfg, lm, data, out: Path, name: str, train_frame) -> dict:
 
 # --------------------------------------------------------------------------- the run
 
-def run(cfg: KitConfig, resume: bool = False, log=print) -> dict:
-    import random
-
-    import numpy as np
-    import torch
-
-    from kit.data import load_task_data
-    from kit.model import load_model
-
-    rewards = [load_reward(r.name) for r in cfg.rewards]  # checked before anything is written or loaded
+def prepare_output_dir(cfg: KitConfig, resume: bool, log=print) -> tuple[Path, Path | None]:
+    """Create the run folder, save the resolved config, and find the checkpoint to resume from.
+    A finished run is never overwritten without --resume."""
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = last_checkpoint(out) if resume else None
@@ -201,7 +195,20 @@ def run(cfg: KitConfig, resume: bool = False, log=print) -> dict:
         step = int(ckpt.name.split("-")[-1])
         kept = [r for r in read_jsonl(out / "metrics.jsonl") if r.get("phase") != "grpo" or r.get("step", 0) <= step]
         write_jsonl(out / "metrics.jsonl", kept)
+    return out, ckpt
 
+
+def run(cfg: KitConfig, resume: bool = False, log=print) -> dict:
+    import random
+
+    import numpy as np
+    import torch
+
+    from kit.data import load_task_data
+    from kit.model import load_model
+
+    rewards = [load_reward(r.name) for r in cfg.rewards]  # checked before anything is written or loaded
+    out, ckpt = prepare_output_dir(cfg, resume, log)
     random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
     t0 = time.time()
     data = load_task_data(cfg)
@@ -210,10 +217,9 @@ def run(cfg: KitConfig, resume: bool = False, log=print) -> dict:
     lm = load_model(cfg.model, seed=cfg.seed)
     log(f"kit: model {cfg.model.name} on {lm.device} (vLLM: {lm.fast_inference}) loaded in {time.time() - t0:.0f}s")
     summary: dict[str, Any] = {"name": cfg.name, "model": cfg.model.name, "device": lm.device}
-    train_frame = data.splits["train"]
 
     if cfg.evaluation.enabled and cfg.evaluation.before_training:
-        summary["eval_before"] = _evaluate(cfg, lm, data, out, "before", train_frame)
+        summary["eval_before"] = _evaluate(cfg, lm, data, out, "before")
 
     priming_adapter = out / "priming" / "adapter"
     if cfg.priming.enabled:
@@ -226,7 +232,7 @@ def run(cfg: KitConfig, resume: bool = False, log=print) -> dict:
             summary["priming"] = run_priming(cfg, lm, data, out)
             log(f"kit: priming done: {summary['priming']}")
             if cfg.evaluation.enabled:
-                summary["eval_primed"] = _evaluate(cfg, lm, data, out, "primed", train_frame)
+                summary["eval_primed"] = _evaluate(cfg, lm, data, out, "primed")
         if "eval_primed" not in summary and (out / "eval_primed.json").is_file():
             summary["eval_primed"] = json.loads((out / "eval_primed.json").read_text())["metrics"]
 
@@ -255,7 +261,7 @@ def run(cfg: KitConfig, resume: bool = False, log=print) -> dict:
         log("kit: WARNING: every LoRA B matrix is zero: training did not move the adapter (reward spread was 0?)")
 
     if cfg.evaluation.enabled:
-        summary["eval_after"] = _evaluate(cfg, lm, data, out, "after", train_frame)
+        summary["eval_after"] = _evaluate(cfg, lm, data, out, "after")
         eval_frame = data.split(cfg.data.eval_split, cfg.evaluation.samples, seed=cfg.seed)
         from kit.evaluate import trivial_baselines
 
