@@ -1,4 +1,4 @@
-"""`python -m kit.app [--run RUN_DIR | --config RECIPE] [--host 127.0.0.1] [--port 7860] [--share]`
+"""`python -m kit.app [--run RUN_DIR | --config RECIPE] [--data PREPARED_DIR] [--host 127.0.0.1] [--port 7860]`
 
 A Gradio app to see why the model rates as it does: pick a user and an item, read the
 user's history and the item's recent reviews, generate (streaming), and read the four
@@ -18,13 +18,12 @@ import statistics
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Iterator
 
 import polars as pl
 
 import kit.runtime  # noqa: F401  (unsloth before transformers/peft)
-from kit.config import ConfigError, KitConfig, load_config
+from kit.config import ConfigError, KitConfig, config_for_run
 from kit.data import TaskData, load_task_data, sample_messages
 from kit.prompts import clip, render_chat
 from kit.rewards import REWARDS, parse_answer
@@ -58,23 +57,16 @@ class AppState:
 
     def model(self):
         if self.loaded is None:
-            import kit.runtime  # noqa: F401
             from kit.model import load_adapter
 
             self.loaded = load_adapter(self.cfg.model, self.adapter_dir)
         return self.loaded
 
 
-def build_state(run: str | None = None, config: str | None = None, overrides: list[str] | None = None) -> AppState:
-    if run:
-        run_dir = Path(run)
-        if not (run_dir / "config.yaml").is_file():
-            raise ConfigError(f"{run_dir}/config.yaml not found: --run takes a folder written by kit.train")
-        cfg = load_config(str(run_dir / "config.yaml"), overrides)
-        adapter = str(run_dir / "adapter") if (run_dir / "adapter" / "adapter_config.json").is_file() else None
-    else:
-        cfg = load_config(config or "cpu-demo", overrides)
-        adapter = None
+def build_state(run: str | None = None, config: str | None = None, overrides: list[str] | None = None,
+                data_dir: str | None = None) -> AppState:
+    cfg, run_dir = config_for_run(run, config, overrides, data_dir, default_recipe="cpu-demo")
+    adapter = str(run_dir / "adapter") if run_dir and (run_dir / "adapter" / "adapter_config.json").is_file() else None
     return AppState(cfg=cfg, data=load_task_data(cfg), adapter_dir=adapter)
 
 
@@ -337,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m kit.app", description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", help="a run folder from kit.train (config + adapter)")
     ap.add_argument("--config", help="a recipe, without a run (base model only); default cpu-demo")
+    ap.add_argument("--data", help="a prepared data folder (python -m kit.data prepare) instead of the recipe's data")
     ap.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     ap.add_argument("--port", type=int, default=7860)
     ap.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
@@ -346,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
 
     check_versions(warn=lambda m: print(m, file=sys.stderr))
     try:
-        state = build_state(args.run, args.config, args.overrides)
+        state = build_state(args.run, args.config, args.overrides, args.data)
     except ConfigError as exc:
         print(f"kit: error: {exc}", file=sys.stderr)
         return 2

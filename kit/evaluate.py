@@ -4,6 +4,7 @@ baselines on the identical split, with plots of where the model is wrong.
     python -m kit.evaluate --run RUN_DIR [--split test] [--limit N] [--samples N --temperature T]
     python -m kit.evaluate --run RUN_DIR --adapter none          # the untrained base model
     python -m kit.evaluate --config cpu-demo --baselines-only    # the classical table alone
+    python -m kit.evaluate --baselines-only --data PREPARED_DIR  # ... on a prepared real data set
     python -m kit.evaluate compare RUN_A RUN_B ... [--labels a b ...] [--out DIR]
 
 Malformed answers are never scored with the truth: they count in `format_failure_rate`
@@ -23,7 +24,7 @@ from typing import Any, Iterable
 
 import polars as pl
 
-from kit.config import ConfigError, KitConfig, load_config
+from kit.config import ConfigError, KitConfig, config_for_run
 from kit.data import TaskData, sample_messages
 from kit.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from kit.metrics import rating_metrics
@@ -157,18 +158,13 @@ def _settings(args: argparse.Namespace, cfg: KitConfig, adapter: str | None) -> 
 
 
 def _config_for(args: argparse.Namespace) -> tuple[KitConfig, Path | None]:
-    run_dir = Path(args.run) if args.run else None
-    if run_dir is not None and not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"{run_dir}/config.yaml not found: --run takes a folder written by kit.train")
-    recipe = str(run_dir / "config.yaml") if run_dir else args.config
-    if recipe is None:
-        raise ConfigError("say what to evaluate: --run RUN_DIR, or --config RECIPE (with --baselines-only or --model)")
     overrides = list(args.overrides or [])
     if args.model:
         overrides.append(f"model.name={args.model}")
     if args.max_new_tokens:
         overrides.append(f"evaluation.max_new_tokens={args.max_new_tokens}")
-    return load_config(recipe, overrides), run_dir
+    return config_for_run(args.run, args.config, overrides, args.data,
+                          default_recipe="cpu-demo" if args.data else None)
 
 
 def evaluate_main(args: argparse.Namespace) -> int:
@@ -281,6 +277,7 @@ def parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", help="a run folder written by kit.train (its config, data and adapter)")
     ap.add_argument("--config", help="a recipe, when there is no run folder")
+    ap.add_argument("--data", help="a prepared data folder (python -m kit.data prepare) instead of the recipe's data")
     ap.add_argument("--split", default="test", choices=["train", "valid", "test"])
     ap.add_argument("--limit", type=int, default=None, help="evaluate at most N pairs (a seeded sample)")
     ap.add_argument("--model", help="override the base model (a name, folder or hub id)")

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import kit.runtime  # noqa: F401  (unsloth before trl/transformers/peft)
 from kit.config import ConfigError, KitConfig, dump_config, load_config
 from kit.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
-from kit.rewards import REWARDS, RewardError, load_reward
+from kit.rewards import RewardError, load_reward
 
 DEFAULT_CPU_RECIPE = "cpu-demo"
 DEFAULT_GPU_RECIPE = "gpu-16gb"

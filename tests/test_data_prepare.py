@@ -190,3 +190,17 @@ def test_columnar_fast_path_matches_the_line_reader(tmp_path):
     c = {(r["user_id"], r["item_id"]): r for r in pl.read_parquet(tmp_path / "fast" / "test.parquet").iter_rows(named=True)}
     ref = c[("C", "P2")]["item_history"][0]["ref"]
     assert inter.row(ref, named=True)["user_id"] == "A" and inter["review"][ref] == "nice"
+
+
+def test_baselines_and_app_state_on_prepared_data(tmp_path):
+    raw = F.movielens100k(tmp_path / "raw")
+    run("movielens", raw, tmp_path / "out")
+    proc = subprocess.run([sys.executable, "-m", "kit.evaluate", "--baselines-only", "--data", str(tmp_path / "out")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "| matrix factorisation (SVD) | 2 |" in proc.stdout and "noise floor" not in proc.stdout
+    from kit.app import build_state, get_sample, item_choices, parse_item_choice
+
+    state = build_state(config="smoke", data_dir=str(tmp_path / "out"))
+    sample = get_sample(state, "C", parse_item_choice(item_choices(state, "C")[0]))
+    assert sample["item_id"] == "2" and [h["review"] for h in sample["user_history"]] == ["", ""]
