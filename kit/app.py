@@ -103,13 +103,37 @@ def check_user(state: AppState, user_id: str) -> None:
 
 
 def get_sample(state: AppState, user_id: str, item_id: str) -> dict:
+    """The sample for a (user, item) target; for any other item, a sample 'as of now'."""
     check_user(state, user_id)
     found = state.samples().get((user_id, item_id))
-    if found is None:
-        if item_id not in state.data.items:
-            raise AppInputError(f"unknown item id {str(item_id)[:40]!r}: pick one from the list")
-        raise AppInputError(f"user {user_id} has no rating target for item {item_id}: pick one of their targets")
-    return state.data.with_reviews(found[1])
+    if found is not None:
+        return state.data.with_reviews(found[1])
+    if item_id not in state.data.items:
+        raise AppInputError(f"unknown item id {str(item_id)[:40]!r}: pick one from the list or type a known id")
+    return adhoc_sample(state, user_id, item_id)
+
+
+def adhoc_sample(state: AppState, user_id: str, item_id: str) -> dict:
+    """Any item for a user: histories and averages from every interaction before 'now' (after
+    the last one in the data); the true rating is shown only if the user rated the item."""
+    from kit.data.samples import build_samples
+
+    inter = state.data.interactions.select(["user_id", "item_id", "rating", "timestamp", "review"])
+    pair = pl.DataFrame({"user_id": [user_id], "item_id": [item_id]})
+    rated = inter.join(pair, on=["user_id", "item_id"], how="semi")
+    if rated.is_empty():  # a pretend target just after the newest interaction, with no rating
+        now = int(inter["timestamp"].max()) + 1
+        inter = pl.concat([inter, pair.with_columns(pl.lit(None, dtype=pl.Float64).alias("rating"),
+                                                    pl.lit(now).alias("timestamp"), pl.lit("").alias("review"))],
+                          how="diagonal_relaxed")
+    d = state.cfg.data
+    samples, _ = build_samples(inter, d.history_user, d.history_item, 0, targets=pair)
+    if samples.is_empty():
+        raise AppInputError(f"no earlier ratings by user {user_id} or of item {item_id} to reason from: pick another")
+    sample = samples.row(0, named=True)
+    if sample["rating"] is not None and sample["rating"] != sample["rating"]:  # NaN from the pretend target
+        sample["rating"] = None
+    return sample
 
 
 def _date(ts: int) -> str:
@@ -138,7 +162,8 @@ def item_markdown(state: AppState, sample: dict) -> str:
 
 
 def truth_markdown(sample: dict) -> str:
-    return (f"**True rating:** {sample['rating']:g} &nbsp; · &nbsp; **user average (earlier):** {sample['user_avg']:.2f}"
+    truth = "unknown (not rated by this user)" if sample["rating"] is None else f"{sample['rating']:g}"
+    return (f"**True rating:** {truth} &nbsp; · &nbsp; **user average (earlier):** {sample['user_avg']:.2f}"
             f" &nbsp; · &nbsp; **item average (earlier):** {sample['item_avg']:.2f}")
 
 
@@ -155,9 +180,12 @@ def answer_panels(text: str, sample: dict, scale: tuple[float, float], style: st
     esc = html.escape
     item_md = "\n".join([esc(x) for x in other] + ["", "**Likely to like**"] + [f"- {esc(p)}" for p in pos or ["(none)"]]
                         + ["", "**Likely to dislike**"] + [f"- {esc(n)}" for n in neg or ["(none)"]])
-    if parsed.valid:
-        verdict = f"<div class='kit-rating'>{parsed.rating:g}</div><div>predicted, true {sample['rating']:g}, " \
-                  f"error {abs(parsed.rating - sample['rating']):.2f}</div>"
+    truth = sample["rating"]
+    if parsed.valid and truth is None:
+        verdict = f"<div class='kit-rating'>{parsed.rating:g}</div><div>predicted (no true rating)</div>"
+    elif parsed.valid:
+        verdict = f"<div class='kit-rating'>{parsed.rating:g}</div><div>predicted, true {truth:g}, " \
+                  f"error {abs(parsed.rating - truth):.2f}</div>"
     else:
         verdict = "<div class='kit-rating kit-bad'>malformed</div><div>" + "<br>".join(
             esc(p) for p in parsed.problems[:6]) + "</div>"
@@ -221,7 +249,7 @@ def build_ui(state: AppState):
             user = gr.Dropdown(choices=users, value=users[0] if users else None, label="User (type to search)",
                                filterable=True,
                                allow_custom_value=True, elem_id="user-select")
-            item = gr.Dropdown(choices=[], label="Item (the user's targets: id | split | title)", filterable=True,
+            item = gr.Dropdown(choices=[], label="Item (the user's targets: id | split | title; or type any item id)", filterable=True,
                                allow_custom_value=True, elem_id="item-select")
         truth = gr.Markdown(elem_id="truth")
         with gr.Row():

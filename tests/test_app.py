@@ -57,6 +57,29 @@ def test_views_and_validation(state):
         assert len(str(err.value)) < 200 and "\n" not in str(err.value)
 
 
+def test_any_item_for_a_user(state):
+    from kit.app import AppInputError, answer_panels, get_sample, truth_markdown, user_choices
+
+    user = user_choices(state)[0]
+    rated = set(state.data.interactions.filter(state.data.interactions["user_id"] == user)["item_id"])
+    unrated = next(i for i in sorted(state.data.items) if i not in rated)
+    sample = get_sample(state, user, unrated)
+    assert sample["rating"] is None and "unknown" in truth_markdown(sample)
+    mine = state.data.interactions.filter(state.data.interactions["user_id"] == user).sort("timestamp")
+    n = state.cfg.data.history_user
+    assert [h["item_id"] for h in sample["user_history"]] == mine["item_id"].to_list()[-n:]  # as of now
+    assert sample["user_avg"] == mine["rating"].mean()
+    assert "predicted (no true rating)" in answer_panels(GOOD, sample, (1, 5))["rating"]
+    assert "| rating | +0.000 |" in answer_panels(GOOD, sample, (1, 5))["rewards"]
+    # an item the user rated but which is not one of their targets: the truth is shown
+    first = mine.row(1, named=True)
+    rated_sample = get_sample(state, user, first["item_id"])
+    assert rated_sample["rating"] == first["rating"]
+    assert all(h["timestamp"] < first["timestamp"] for h in rated_sample["user_history"])
+    with pytest.raises(AppInputError, match="no earlier ratings"):
+        get_sample(state, user, mine.row(0, named=True)["item_id"])  # the user's very first rating
+
+
 def test_answer_panels_valid_and_malformed(state):
     from kit.app import answer_panels
 
