@@ -230,6 +230,7 @@ def run(cfg: KitConfig, resume: bool = False, log=print) -> dict:
         else:
             log(f"kit: format priming (SFT) on {cfg.priming.samples} reference answers")
             summary["priming"] = run_priming(cfg, lm, data, out)
+            lm.adapter_dir = str(priming_adapter)  # vLLM generation applies the saved LoRA per request
             log(f"kit: priming done: {summary['priming']}")
             if cfg.evaluation.enabled:
                 summary["eval_primed"] = _evaluate(cfg, lm, data, out, "primed")
@@ -255,6 +256,7 @@ def run(cfg: KitConfig, resume: bool = False, log=print) -> dict:
                        "seconds_per_step": round((time.time() - t1) / max(1, cfg.grpo.max_steps), 2)}
 
     save_adapter(lm, out / "adapter")
+    lm.adapter_dir = str(out / "adapter")  # vLLM generation applies the saved LoRA per request
     nonzero, total = lora_nonzero(out / "adapter")
     summary["adapter"] = {"path": str(out / "adapter"), "lora_B_nonzero": nonzero, "lora_B_total": total}
     if nonzero == 0:
