@@ -27,11 +27,8 @@ def _surprise_predictions(algo, train: pl.DataFrame, frame: pl.DataFrame, scale:
     return [algo.predict(u, i).est for u, i in zip(frame["user_id"], frame["item_id"])]
 
 
-def baseline_predictions(train: pl.DataFrame, frame: pl.DataFrame, scale: tuple[float, float],
-                         seed: int = 0) -> dict[str, list[float]]:
-    """Predictions of each baseline for the rows of `frame`."""
-    from surprise import SVD, BaselineOnly
-
+def mean_predictions(train: pl.DataFrame, frame: pl.DataFrame) -> dict[str, list[float]]:
+    """Averages: no fitting, instant at any scale (the run summary uses these)."""
     g = float(train["rating"].mean())
     user_mean = dict(train.group_by("user_id").agg(pl.col("rating").mean()).iter_rows())
     item_mean = dict(train.group_by("item_id").agg(pl.col("rating").mean()).iter_rows())
@@ -40,6 +37,20 @@ def baseline_predictions(train: pl.DataFrame, frame: pl.DataFrame, scale: tuple[
         "user mean": [user_mean.get(u, g) for u in frame["user_id"]],
         "item mean": [item_mean.get(i, g) for i in frame["item_id"]],
         "user earlier average": frame["user_avg"].to_list(),
+        "item earlier average": frame["item_avg"].to_list(),
+    }
+
+
+def baseline_predictions(train: pl.DataFrame, frame: pl.DataFrame, scale: tuple[float, float],
+                         seed: int = 0, fitted: bool = True) -> dict[str, list[float]]:
+    """Predictions of each baseline for the rows of `frame` (fitted: add BaselineOnly and SVD)."""
+    from surprise import SVD, BaselineOnly
+
+    out = mean_predictions(train, frame)
+    if not fitted:
+        return out
+    return {
+        **out,
         "user+item bias (BaselineOnly)": _surprise_predictions(
             BaselineOnly(bsl_options={"method": "als", "n_epochs": 10}, verbose=False), train, frame, scale),
         "matrix factorisation (SVD)": _surprise_predictions(
@@ -47,8 +58,9 @@ def baseline_predictions(train: pl.DataFrame, frame: pl.DataFrame, scale: tuple[
     }
 
 
-def baseline_metrics(train: pl.DataFrame, frame: pl.DataFrame, scale: tuple[float, float], seed: int = 0) -> dict:
+def baseline_metrics(train: pl.DataFrame, frame: pl.DataFrame, scale: tuple[float, float], seed: int = 0,
+                     fitted: bool = True) -> dict:
     truths = frame["rating"].to_list()
     fallback = frame["user_avg"].to_list()
     return {name: rating_metrics(truths, preds, fallback, scale)
-            for name, preds in baseline_predictions(train, frame, scale, seed).items()}
+            for name, preds in baseline_predictions(train, frame, scale, seed, fitted).items()}

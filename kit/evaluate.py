@@ -95,18 +95,6 @@ def score_predictions(records: list[dict], scale: tuple[float, float]) -> dict:
                           [r["user_avg"] for r in records], scale)
 
 
-def trivial_baselines(frame: pl.DataFrame, train: pl.DataFrame, scale: tuple[float, float]) -> dict[str, dict]:
-    """Cheap reference points (no library fit): global, user's earlier and item's earlier averages."""
-    truths = frame["rating"].to_list()
-    g = float(train["rating"].mean()) if len(train) else (scale[0] + scale[1]) / 2
-    fallback = frame["user_avg"].to_list()
-    return {
-        "global mean": rating_metrics(truths, [g] * len(truths), fallback, scale),
-        "user earlier average": rating_metrics(truths, frame["user_avg"].to_list(), fallback, scale),
-        "item earlier average": rating_metrics(truths, frame["item_avg"].to_list(), fallback, scale),
-    }
-
-
 # --------------------------------------------------------------------------- report
 
 def _f(x: Any) -> str:

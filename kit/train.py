@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import kit.runtime  # noqa: F401  (unsloth before trl/transformers/peft)
 from kit.config import ConfigError, KitConfig, dump_config, load_config
+from kit.data import to_prompt_dataset
 from kit.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
 from kit.rewards import RewardError, load_reward
 
@@ -91,7 +92,7 @@ def run_priming(cfg: KitConfig, lm, data, out: Path) -> dict:
         ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in records][: p.samples])
     else:
         frame = data.split("train", p.samples, seed=cfg.seed + 1)
-        ds, _ = _prompt_dataset(frame, data, cfg, lm.tokenizer, with_reference=True)
+        ds, _ = to_prompt_dataset(frame, data, cfg, lm.tokenizer, with_reference=True)
         ds = ds.select_columns(["prompt", "completion"])
     args = SFTConfig(
         output_dir=str(out / "priming"), num_train_epochs=p.epochs, per_device_train_batch_size=p.batch_size,
@@ -106,12 +107,6 @@ def run_priming(cfg: KitConfig, lm, data, out: Path) -> dict:
     lm.model.save_pretrained(str(out / "priming" / "adapter"))
     return {"steps": result.global_step, "train_loss": result.training_loss, "seconds": round(time.time() - t0, 1),
             "samples": len(ds)}
-
-
-def _prompt_dataset(frame, data, cfg, tokenizer, with_reference=False):
-    from kit.data import to_prompt_dataset
-
-    return to_prompt_dataset(frame, data, cfg, tokenizer, with_reference=with_reference)
 
 
 def grpo_args(cfg: KitConfig, out: Path, use_vllm: bool):
@@ -240,7 +235,7 @@ def run(cfg: KitConfig, resume: bool = False, log=print) -> dict:
     from trl import GRPOTrainer
 
     train_frame = data.split("train", cfg.data.max_train, seed=cfg.seed)
-    train_ds, too_long = _prompt_dataset(train_frame, data, cfg, lm.tokenizer)
+    train_ds, too_long = to_prompt_dataset(train_frame, data, cfg, lm.tokenizer)
     if too_long:
         log(f"kit: dropped {too_long} prompts longer than prompt.max_prompt_tokens={cfg.prompt.max_prompt_tokens}")
     if len(train_ds) == 0:
@@ -265,10 +260,10 @@ def run(cfg: KitConfig, resume: bool = False, log=print) -> dict:
     if cfg.evaluation.enabled:
         summary["eval_after"] = _evaluate(cfg, lm, data, out, "after")
         eval_frame = data.split(cfg.data.eval_split, cfg.evaluation.samples, seed=cfg.seed)
-        from kit.evaluate import trivial_baselines
+        from kit.baselines import baseline_metrics
 
-        summary["baselines"] = {k: {"mae": v["mae"], "rmse": v["rmse"]} for k, v in
-                                trivial_baselines(eval_frame, data.splits["train"], data.scale).items()}
+        summary["baselines"] = {k: {"mae": v["mae"], "rmse": v["rmse"]} for k, v in baseline_metrics(
+            data.training_interactions(), eval_frame, data.scale, fitted=False).items()}
         if data.catalog is not None:
             from kit.data.synthetic import noise_floor
 
