@@ -42,6 +42,7 @@ class ParsedAnswer:
     sections: dict[str, str] = field(default_factory=dict)
     rating: float | None = None  # content of the LAST rating block, if it is a number
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # not errors under the paper's rule (e.g. trailing text)
     checks_passed: int = 0
     checks_total: int = 1
 
@@ -92,10 +93,11 @@ def _tag_positions(text: str, tag: str) -> tuple[list[int], list[int]]:
 def parse_answer(text: Any, scale: tuple[float, float] = DEFAULT_SCALE, style: str = "reczero") -> ParsedAnswer:
     """Parse an answer in one of the tagged styles.
 
-    Valid means: every tag occurs exactly once, blocks are in order and non-empty, the
-    final block (the rating) is a plain number inside the scale, and nothing but
-    whitespace follows it. `rating` is the number in the LAST final-block even when
-    the answer is invalid (for diagnostics); scoring must check `valid` first.
+    Valid (the paper's rule) means: every tag occurs exactly once, blocks are in order and
+    non-empty, and the final block (the rating) is a plain number inside the scale. Text
+    after the final block is allowed by that rule; it is noted and costs partial credit in
+    `graded`. `rating` is the number in the LAST final block even when the answer is
+    invalid (for diagnostics); scoring must check `valid` first.
     """
     tags = STYLES[style]
     text = completion_text(text)[:MAX_CHARS]
@@ -130,11 +132,14 @@ def parse_answer(text: Any, scale: tuple[float, float] = DEFAULT_SCALE, style: s
         checks.append((False, f"<{last}> must hold only a number"))
     else:
         checks.append((lo <= out.rating <= hi, f"rating {out.rating:g} is outside the scale {lo:g}-{hi:g}"))
+    out.problems = [msg for ok, msg in checks if not ok]  # the paper's rule: these decide validity
+    # beyond the paper's rule, for partial credit and diagnostics only: nothing after the answer
     tail_ok = last in spans and not text[spans[last][1]:].strip()
+    if not tail_ok:
+        out.notes.append(f"text after </{last}>")
     checks.append((tail_ok, f"text after </{last}>"))
     out.checks_total = len(checks)
     out.checks_passed = sum(ok for ok, _ in checks)
-    out.problems = [msg for ok, msg in checks if not ok]
     return out
 
 

@@ -44,13 +44,19 @@ def test_rating_reward_follows_the_scale():
     (GOOD.replace("<rate>4</rate>", "<rate>0.5</rate>"), "outside the scale"),
     (GOOD.replace("<rate>4</rate>", "<rate>nan</rate>"), "<rate> must hold only a number"),
     (GOOD.replace("<match>Mostly fits.</match>", "<match>  </match>"), "<match> block is missing or empty"),
-    (GOOD + " trailing words", "text after </rate>"),
 ])
 def test_each_way_of_being_malformed(broken, problem):
     parsed = parse_answer(broken)
     assert not parsed.valid
     assert any(problem in p for p in parsed.problems), parsed.problems
     assert rewards(broken) == [-1.0, 0.0]  # never scored with the truth
+
+
+def test_text_after_the_answer_is_valid_under_the_paper_rule_but_costs_partial_credit():
+    parsed = parse_answer(GOOD + " trailing words")
+    assert parsed.valid and parsed.notes == ["text after </rate>"]
+    assert rewards(GOOD + " trailing words") == [1.0, 1.0]
+    assert REWARDS["graded_format"]([GOOD + " trailing words"])[0] < REWARDS["graded_format"]([GOOD])[0] == 1.0
 
 
 def test_blocks_out_of_order():
