@@ -25,6 +25,10 @@ SPECS = {
     "yelp": ({"user_id": ("user_id", pl.Utf8), "business_id": ("item_id", pl.Utf8),
               "stars": ("rating", pl.Float64), "date": ("timestamp", pl.Utf8), "text": ("review", pl.Utf8)}, "date"),
 }
+def fields_text(fields: dict) -> str:
+    return next(k for k, (v, _) in fields.items() if v == "review")
+
+
 _BLOCK = r"(?i)<\s*(?:br|/?p|/?div|/?li|/?ul|/?ol|/?tr|/?td|/?h\d)\b[^>]{0,200}>"
 
 
@@ -35,8 +39,15 @@ def read_reviews_columnar(path: Path, source: str, scale: tuple[float, float], r
     with path.open("rb") as f:
         gz = f.read(2) == b"\x1f\x8b"
     schema = {k: t for k, (_, t) in fields.items()}
-    try:  # a plain file is read by polars from disk; a gzipped one is inflated in memory first
-        df = pl.read_ndjson(io.BytesIO(gzip.decompress(path.read_bytes())) if gz else path, schema=schema)
+    # review text is only kept up to review_chars: cut it while reading so memory stays bounded
+    # (a generous margin leaves room for HTML that the cleaning below removes)
+    keep_chars = 4 * review_chars + 1000
+    try:
+        if gz:  # inflated in memory first
+            lazy = pl.read_ndjson(io.BytesIO(gzip.decompress(path.read_bytes())), schema=schema).lazy()
+        else:
+            lazy = pl.scan_ndjson(path, schema=schema)
+        df = lazy.with_columns(pl.col(fields_text(fields)).str.slice(0, keep_chars)).collect(engine="streaming")
     except Exception:
         return None
     df = df.rename({k: v for k, (v, _) in fields.items()})
