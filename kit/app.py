@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import statistics
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -26,6 +25,7 @@ import kit.runtime  # noqa: F401  (unsloth before transformers/peft)
 from kit.config import ConfigError, KitConfig, config_for_run
 from kit.data import TaskData, load_task_data, sample_messages
 from kit.prompts import clip, render_chat
+from kit.evaluate import sampled_ratings
 from kit.rewards import REWARDS, parse_answer
 
 MAX_NEW_TOKENS = 1024
@@ -45,6 +45,7 @@ class AppState:
     loaded: Any = None                 # kit.model.LoadedModel, loaded on first use
     adapter_dir: str | None = None
     _samples: dict | None = None
+    _by_user: dict | None = None
 
     def samples(self) -> dict[tuple[str, str], tuple[str, dict]]:
         """(user, item) -> (split, sample) for every sample of every split."""
@@ -54,6 +55,14 @@ class AppState:
                 for row in self.data.splits[split].iter_rows(named=True):
                     self._samples[(row["user_id"], row["item_id"])] = (split, row)
         return self._samples
+
+    def targets_by_user(self) -> dict[str, list[tuple[str, str]]]:
+        """user -> [(split, item)], built once: page events must not scan every sample."""
+        if self._by_user is None:
+            self._by_user = {}
+            for (u, i), (split, _) in self.samples().items():
+                self._by_user.setdefault(u, []).append((split, i))
+        return self._by_user
 
     def model(self):
         if self.loaded is None:
@@ -74,23 +83,14 @@ def build_state(run: str | None = None, config: str | None = None, overrides: li
 
 def user_choices(state: AppState, query: str = "", limit: int = 200) -> list[str]:
     query = (query or "")[:MAX_QUERY].lower()
-    users = sorted({u for u, _ in state.samples()})
-    return [u for u in users if query in u.lower()][:limit]
+    return [u for u in sorted(state.targets_by_user()) if query in u.lower()][:limit]
 
 
 def item_choices(state: AppState, user_id: str) -> list[str]:
     """The user's targets (test first), labelled with split and title."""
     check_user(state, user_id)
-    out = []
-    for (u, i), (split, _) in state.samples().items():
-        if u == user_id:
-            out.append((SPLITS.index(split), i))
-    return [f"{i} | {split_of(state, user_id, i)} | {state.data.items.get(i, {}).get('title', '?')}"
-            for _, i in sorted(out)]
-
-
-def split_of(state: AppState, user_id: str, item_id: str) -> str:
-    return state.samples()[(user_id, item_id)][0]
+    targets = sorted(state.targets_by_user()[user_id], key=lambda t: (SPLITS.index(t[0]), t[1]))
+    return [f"{i} | {split} | {state.data.items.get(i, {}).get('title', '?')}" for split, i in targets]
 
 
 def parse_item_choice(choice: str) -> str:
@@ -98,7 +98,7 @@ def parse_item_choice(choice: str) -> str:
 
 
 def check_user(state: AppState, user_id: str) -> None:
-    if not user_id or user_id not in {u for u, _ in state.samples()}:
+    if not user_id or user_id not in state.targets_by_user():
         raise AppInputError(f"unknown user id {str(user_id)[:40]!r}: pick one from the list")
 
 
@@ -221,10 +221,7 @@ def sample_ratings(state: AppState, sample: dict, n: int, use_adapter: bool, tem
                      max_new_tokens=int(min(MAX_NEW_TOKENS, max_new_tokens)),
                      temperature=max(0.05, float(temperature)), seed=int(seed), progress=False,
                      use_adapter=use_adapter, batch_size=n)
-    ratings = [p.rating if p.valid else None for p in (parse_answer(t, state.data.scale) for t in texts)]
-    ok = [r for r in ratings if r is not None]
-    return {"ratings": ratings, "mean": sum(ok) / len(ok) if ok else None,
-            "spread": statistics.pstdev(ok) if len(ok) > 1 else 0.0}
+    return sampled_ratings(texts, state.data.scale, state.cfg.prompt.style)
 
 
 # --------------------------------------------------------------------------- UI

@@ -40,20 +40,27 @@ def _key(row: dict) -> str:
     return f"{row['user_id']}\t{row['item_id']}"
 
 
+def sampled_ratings(completions: list[str], scale: tuple[float, float], style: str) -> dict:
+    """Ratings of n answers (None when malformed), the mean of the valid ones (None when none is
+    valid), their spread (population std), and the first answer's parse."""
+    parsed = [parse_answer(c, scale, style) for c in completions]
+    ratings = [p.rating if p.valid else None for p in parsed]
+    ok = [r for r in ratings if r is not None]
+    return {"ratings": ratings, "mean": sum(ok) / len(ok) if ok else None,
+            "spread": statistics.pstdev(ok) if len(ok) > 1 else 0.0, "n_valid": len(ok), "first": parsed[0]}
+
+
 def parse_completions(row: dict, completions: list[str], data: TaskData, style: str) -> dict:
     """One record per pair: the mean of the valid sampled ratings (None when none is valid)."""
-    parsed = [parse_answer(c, data.scale, style) for c in completions]
-    ratings = [p.rating for p in parsed if p.valid]
+    s = sampled_ratings(completions, data.scale, style)
     record = {
         "user_id": row["user_id"], "item_id": row["item_id"], "rating": float(row["rating"]),
         "user_avg": float(row["user_avg"]), "item_avg": float(row["item_avg"]),
-        "prediction": sum(ratings) / len(ratings) if ratings else None,
-        "valid": bool(ratings), "problems": parsed[0].problems, "graded_format": parsed[0].graded,
-        "completion": completions[0],
+        "prediction": s["mean"], "valid": s["n_valid"] > 0, "problems": s["first"].problems,
+        "graded_format": s["first"].graded, "completion": completions[0],
     }
     if len(completions) > 1:
-        record.update(samples=[p.rating if p.valid else None for p in parsed], n_valid=len(ratings),
-                      spread=statistics.pstdev(ratings) if len(ratings) > 1 else 0.0, completions=completions)
+        record.update(samples=s["ratings"], n_valid=s["n_valid"], spread=s["spread"], completions=completions)
     return record
 
 
