@@ -45,6 +45,13 @@ class ReadStats:
         self.dropped[reason] += 1
         self.examples.setdefault(reason, where)
 
+    def reject(self, bad: "BadRow", where: str, strict: bool) -> None:
+        """A bad line: stop with file, line and field when strict, else count it by reason."""
+        if strict:
+            raise DataError(f"{where}: field '{bad.field_name}': {bad.detail} "
+                            "(drop --strict to skip and count such lines)") from None
+        self.drop(bad.reason, where)
+
 
 class BadRow(Exception):
     def __init__(self, reason: str, field_name: str, detail: str):
@@ -153,10 +160,7 @@ def read_json_lines(path: Path, to_row: Callable[[dict], dict], stats: ReadStats
                 raise BadRow("malformed_json", "(line)", "not a JSON object")
             row = to_row(rec)
         except BadRow as bad:
-            if strict:
-                raise DataError(f"{where}: field '{bad.field_name}': {bad.detail} "
-                                "(drop --strict to skip and count such lines)") from None
-            stats.drop(bad.reason, where)
+            stats.reject(bad, where, strict)
             continue
         stats.rows_kept += 1
         yield row
@@ -248,22 +252,16 @@ ML100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "C
 
 
 def read_delimited(path: Path, sep: str, to_row: Callable[[list[str]], dict], stats: ReadStats, strict: bool,
-                   encoding: str = "iso-8859-1", count: bool = True) -> Iterator[dict]:
+                   encoding: str = "iso-8859-1") -> Iterator[dict]:
     for n, line in open_lines(path):
-        if count:
-            stats.rows_read += 1
+        stats.rows_read += 1
         try:
             row = to_row(line.decode(encoding).rstrip("\r\n").split(sep))
         except (BadRow, IndexError) as bad:
             b = bad if isinstance(bad, BadRow) else BadRow("missing_field", "(columns)", "too few columns")
-            if strict:
-                raise DataError(f"{path}:{n}: field '{b.field_name}': {b.detail} "
-                                "(drop --strict to skip and count such lines)") from None
-            if count:
-                stats.drop(b.reason, f"{path}:{n}")
+            stats.reject(b, f"{path}:{n}", strict)
             continue
-        if count:
-            stats.rows_kept += 1
+        stats.rows_kept += 1
         yield row
 
 
@@ -359,10 +357,7 @@ def read_csv_rows(path: Path, to_row, stats: ReadStats, strict: bool) -> Iterato
             try:
                 row = to_row(rec)
             except BadRow as bad:
-                if strict:
-                    raise DataError(f"{path}:{n}: field '{bad.field_name}': {bad.detail} "
-                                    "(drop --strict to skip and count such lines)") from None
-                stats.drop(bad.reason, f"{path}:{n}")
+                stats.reject(bad, f"{path}:{n}", strict)
                 continue
             stats.rows_kept += 1
             yield row
