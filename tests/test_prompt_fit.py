@@ -91,3 +91,10 @@ def test_app_trims_or_refuses_with_a_message(setting, tiny_model_dir):
     with pytest.raises(AppInputError, match="lower max new tokens") as err:
         fitted_prompt(state, sample, budget + 8 - bare[0] + 1)
     assert "\n" not in str(err.value)
+
+
+def test_a_window_with_no_room_for_a_prompt_is_refused_before_loading():
+    from kit.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="evaluation.max_new_tokens .* leaves no room for a prompt"):
+        load_config("smoke", ["evaluation.max_new_tokens=1024"])
