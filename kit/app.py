@@ -23,8 +23,8 @@ import polars as pl
 
 import kit.runtime  # noqa: F401  (unsloth before transformers/peft)
 from kit.config import ConfigError, KitConfig, config_for_run
-from kit.data import TaskData, load_task_data, sample_messages
-from kit.prompts import clip, render_chat
+from kit.data import FittedPrompt, TaskData, fit_prompt, load_task_data
+from kit.prompts import clip
 from kit.evaluate import sampled_ratings
 from kit.rewards import REWARDS, parse_answer
 
@@ -68,7 +68,7 @@ class AppState:
         if self.loaded is None:
             from kit.model import load_adapter
 
-            self.loaded = load_adapter(self.cfg.model, self.adapter_dir)
+            self.loaded = load_adapter(self.cfg.model, self.adapter_dir, device=self.cfg.device)
         return self.loaded
 
 
@@ -198,17 +198,42 @@ def answer_panels(text: str, sample: dict, scale: tuple[float, float], style: st
             "raw": text, "valid": "yes" if parsed.valid else "no"}
 
 
-def prompt_text(state: AppState, sample: dict) -> str:
-    return render_chat(state.model().tokenizer, sample_messages(sample, state.data, state.cfg))
+def new_tokens(max_new_tokens: float) -> int:
+    return int(min(MAX_NEW_TOKENS, max(1, max_new_tokens)))
+
+
+def fitted_prompt(state: AppState, sample: dict, max_new_tokens: int) -> FittedPrompt:
+    """The chat-rendered prompt within model.max_seq_length - max_new_tokens (the oldest
+    history entries left out, as kit.evaluate does); refused with a message when even no
+    history is too long."""
+    budget = state.cfg.model.max_seq_length - max_new_tokens
+    fitted = fit_prompt(sample, state.data, state.cfg, state.model().tokenizer, budget)
+    if fitted.text is None:
+        raise AppInputError(f"this prompt needs {fitted.tokens} tokens even without history, more than the {budget} "
+                            f"that model.max_seq_length ({state.cfg.model.max_seq_length}) leaves beside "
+                            f"{max_new_tokens} new tokens: lower max new tokens")
+    return fitted
+
+
+def trim_note(fitted: FittedPrompt) -> str:
+    return (f"{fitted.dropped} oldest history entries left out to fit model.max_seq_length"
+            if fitted.dropped else "")
+
+
+def prompt_text(state: AppState, sample: dict, max_new_tokens: int | None = None) -> str:
+    """The prompt as generation sees it, for `max_new_tokens` (default: evaluation.max_new_tokens)."""
+    wanted = state.cfg.evaluation.max_new_tokens if max_new_tokens is None else max_new_tokens
+    return fitted_prompt(state, sample, new_tokens(wanted)).text
 
 
 def stream_answer(state: AppState, sample: dict, use_adapter: bool, temperature: float, max_new_tokens: int,
                   seed: int) -> Iterator[str]:
     from kit.model import stream_generate
 
-    max_new_tokens = int(min(MAX_NEW_TOKENS, max(1, max_new_tokens)))
-    yield from stream_generate(state.model(), prompt_text(state, sample), max_new_tokens=max_new_tokens,
-                               temperature=float(max(0.0, temperature)), seed=int(seed), use_adapter=use_adapter)
+    max_new_tokens = new_tokens(max_new_tokens)
+    yield from stream_generate(state.model(), prompt_text(state, sample, max_new_tokens),
+                               max_new_tokens=max_new_tokens, temperature=float(max(0.0, temperature)),
+                               seed=int(seed), use_adapter=use_adapter)
 
 
 def sample_ratings(state: AppState, sample: dict, n: int, use_adapter: bool, temperature: float,
@@ -217,10 +242,10 @@ def sample_ratings(state: AppState, sample: dict, n: int, use_adapter: bool, tem
     from kit.model import generate
 
     n = int(min(MAX_SAMPLES, max(1, n)))
-    texts = generate(state.model(), [prompt_text(state, sample)] * n,
-                     max_new_tokens=int(min(MAX_NEW_TOKENS, max_new_tokens)),
-                     temperature=max(0.05, float(temperature)), seed=int(seed), progress=False,
-                     use_adapter=use_adapter, batch_size=n)
+    max_new_tokens = new_tokens(max_new_tokens)
+    texts = generate(state.model(), [prompt_text(state, sample, max_new_tokens)], n=n,
+                     max_new_tokens=max_new_tokens, temperature=max(0.05, float(temperature)), seed=int(seed),
+                     progress=False, use_adapter=use_adapter, batch_size=n)
     return sampled_ratings(texts, state.data.scale, state.cfg.prompt.style)
 
 
@@ -312,10 +337,11 @@ def build_ui(state: AppState):
 
             try:
                 sample = get_sample(state, user_id, parse_item_choice(choice))
+                fitted = fitted_prompt(state, sample, new_tokens(max_new))
             except AppInputError as exc:
                 yield pack(f"**{exc}**")
                 return
-            prompt = prompt_text(state, sample)
+            prompt, note = fitted.text, trim_note(fitted)
             for key, _ in sides:
                 text = ""
                 for text in stream_answer(state, sample, key == "tuned", temp, max_new, seed_value):
@@ -329,7 +355,7 @@ def build_ui(state: AppState):
                     mean = "-" if s["mean"] is None else f"{s['mean']:.2f}"
                     blank[key]["spread"] = f"**{int(n)} samples:** {shown}  \nmean {mean}, spread (std) {s['spread']:.2f}"
                 yield pack("", prompt)
-            yield pack("done", prompt)
+            yield pack("done" + (f" · {note}" if note else ""), prompt)
 
         user.change(on_user, [user], [item, message])
         demo.load(on_user, [user], [item, message])  # the first user is preselected: fill its items

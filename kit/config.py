@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kit.paths import RECIPES_DIR
 
@@ -96,6 +96,11 @@ class ModelConfig(_Strict):
     gradient_checkpointing: bool = True
     lora: LoraConfig = LoraConfig()
 
+    @field_validator("fast_inference", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value):
+        return {True: "on", False: "off"}[value] if isinstance(value, bool) else value  # YAML reads on/off as booleans
+
     @model_validator(mode="after")
     def _rank(self):
         if self.max_lora_rank < self.lora.r:
@@ -137,7 +142,11 @@ class GRPOSettings(_Strict):
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1.0)
     beta: float = Field(0.0, ge=0, description="KL coefficient; the paper uses none")
-    epsilon: float = Field(0.2, gt=0)
+    epsilon: float = Field(0.2, gt=0, description="lower clip bound of the policy ratio: 1 - epsilon")
+    epsilon_high: Optional[float] = Field(
+        0.28, gt=0, description="upper clip bound: 1 + epsilon_high (DAPO's clip-higher, 0.28, keeps rare tokens "
+                                "learnable); None = epsilon (symmetric clipping). Set explicitly on every device: "
+                                "Unsloth on a GPU would otherwise put 0.28 where plain TRL on CPU clips at epsilon")
     loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "dapo"
     scale_rewards: Literal["group", "batch", "none"] = "group"
     num_iterations: int = Field(1, ge=1)
@@ -197,6 +206,10 @@ class KitConfig(_Strict):
                 f"prompt.max_prompt_tokens ({self.prompt.max_prompt_tokens}) + grpo.max_completion_length "
                 f"({self.grpo.max_completion_length}) = {need} exceeds model.max_seq_length ({self.model.max_seq_length}): "
                 "raise model.max_seq_length or shorten one of them")
+        if self.evaluation.max_new_tokens >= self.model.max_seq_length:
+            raise ValueError(
+                f"evaluation.max_new_tokens ({self.evaluation.max_new_tokens}) leaves no room for a prompt within "
+                f"model.max_seq_length ({self.model.max_seq_length}): lower it or raise model.max_seq_length")
         if not self.rewards:
             raise ValueError("rewards: name at least one reward, e.g. [{name: format}, {name: rating}]")
         return self

@@ -25,10 +25,9 @@ from typing import Any, Iterable
 import polars as pl
 
 from kit.config import ConfigError, KitConfig, config_for_run
-from kit.data import TaskData, sample_messages
+from kit.data import FittedPrompt, TaskData, fit_prompt
 from kit.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from kit.metrics import rating_metrics
-from kit.prompts import render_chat
 from kit.rewards import parse_answer
 
 METRIC_KEYS = ("n", "mae", "rmse", "format_failure_rate", "exact_match", "within_one", "valid_mae", "valid_rmse")
@@ -64,6 +63,34 @@ def parse_completions(row: dict, completions: list[str], data: TaskData, style: 
     return record
 
 
+def prompt_budget(cfg: KitConfig) -> int:
+    """Prompt tokens that leave room for the whole answer within model.max_seq_length."""
+    return cfg.model.max_seq_length - cfg.evaluation.max_new_tokens
+
+
+def answer_rows(loaded: Any, rows: list[dict], data: TaskData, cfg: KitConfig, n_samples: int = 1,
+                temperature: float = 0.0, seed: int = 0) -> list[tuple[list[str], FittedPrompt]]:
+    """n answers per row, its prompt fitted to the budget first (oldest history left out). A
+    prompt that cannot fit is not sent: its answers are empty, so it counts as malformed
+    (scored with the fallback, never with the truth) and as too long."""
+    from kit.model import generate
+
+    fitted = [fit_prompt(r, data, cfg, loaded.tokenizer, prompt_budget(cfg)) for r in rows]
+    ready = [f.text for f in fitted if f.text is not None]
+    texts = iter(generate(loaded, ready, max_new_tokens=cfg.evaluation.max_new_tokens, temperature=temperature,
+                          batch_size=cfg.evaluation.batch_size, seed=seed, progress=False, n=n_samples)
+                 if ready else [])
+    return [([next(texts) for _ in range(n_samples)] if f.text is not None else [""] * n_samples, f)
+            for f in fitted]
+
+
+def fit_fields(fitted: FittedPrompt) -> dict:
+    """What a prediction record says about its prompt's length (nothing when it fitted whole)."""
+    if fitted.text is None:
+        return {"prompt_too_long": fitted.tokens}
+    return {"history_dropped": fitted.dropped} if fitted.dropped else {}
+
+
 def predict(loaded: Any, frame: pl.DataFrame, data: TaskData, cfg: KitConfig, desc: str = "evaluating",
             n_samples: int = 1, temperature: float = 0.0, sink: Path | None = None) -> list[dict]:
     """Answers for every sample in `frame` (greedy, or n sampled answers per pair), parsed.
@@ -71,8 +98,6 @@ def predict(loaded: Any, frame: pl.DataFrame, data: TaskData, cfg: KitConfig, de
     With a `sink`, records are appended to it batch by batch and pairs already there are
     skipped: an interrupted evaluation resumes where it stopped."""
     from tqdm.auto import tqdm
-
-    from kit.model import generate
 
     if n_samples > 1 and temperature <= 0:
         raise ValueError("sampling n answers per pair needs a temperature > 0 (e.g. --temperature 0.7)")
@@ -83,12 +108,9 @@ def predict(loaded: Any, frame: pl.DataFrame, data: TaskData, cfg: KitConfig, de
     bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc=desc, unit="pair")
     for start in range(0, len(todo), batch):
         chunk = todo[start:start + batch]
-        prompts = [render_chat(loaded.tokenizer, sample_messages(r, data, cfg)) for r in chunk]
-        texts = generate(loaded, [p for p in prompts for _ in range(n_samples)],
-                         max_new_tokens=cfg.evaluation.max_new_tokens, temperature=temperature,
-                         batch_size=cfg.evaluation.batch_size, seed=cfg.seed + start, progress=False)
-        for k, r in enumerate(chunk):
-            record = parse_completions(r, texts[k * n_samples:(k + 1) * n_samples], data, cfg.prompt.style)
+        answers = answer_rows(loaded, chunk, data, cfg, n_samples, temperature, seed=cfg.seed + start)
+        for r, (completions, fitted) in zip(chunk, answers):
+            record = {**parse_completions(r, completions, data, cfg.prompt.style), **fit_fields(fitted)}
             done[_key(r)] = record
             if sink:
                 append_jsonl(sink, record)
@@ -98,8 +120,21 @@ def predict(loaded: Any, frame: pl.DataFrame, data: TaskData, cfg: KitConfig, de
 
 
 def score_predictions(records: list[dict], scale: tuple[float, float]) -> dict:
-    return rating_metrics([r["rating"] for r in records], [r["prediction"] for r in records],
-                          [r["user_avg"] for r in records], scale)
+    """Rating metrics, plus how many prompts were trimmed to fit and how many could not fit."""
+    metrics = rating_metrics([r["rating"] for r in records], [r["prediction"] for r in records],
+                             [r["user_avg"] for r in records], scale)
+    metrics["prompts_trimmed"] = sum(1 for r in records if r.get("history_dropped"))
+    metrics["prompts_too_long"] = sum(1 for r in records if r.get("prompt_too_long") is not None)
+    return metrics
+
+
+def length_note(metrics: dict, cfg: KitConfig) -> str | None:
+    """One line on prompts over the budget, or None when every prompt fitted whole."""
+    if not (metrics.get("prompts_trimmed") or metrics.get("prompts_too_long")):
+        return None
+    return (f"{metrics['prompts_trimmed']} prompts had their oldest history entries left out to fit "
+            f"{prompt_budget(cfg)} tokens (model.max_seq_length - evaluation.max_new_tokens); "
+            f"{metrics['prompts_too_long']} could not fit at all and count as malformed")
 
 
 # --------------------------------------------------------------------------- report
@@ -204,7 +239,7 @@ def evaluate_main(args: argparse.Namespace) -> int:
     import kit.runtime  # noqa: F401
     from kit.model import load_adapter
 
-    loaded = load_adapter(cfg.model, adapter)
+    loaded = load_adapter(cfg.model, adapter, device=cfg.device)
     records = predict(loaded, frame, data, cfg, desc=f"evaluating {args.split}", n_samples=args.samples,
                       temperature=args.temperature, sink=out / "predictions.jsonl")
     metrics = score_predictions(records, scale)
@@ -218,6 +253,10 @@ def evaluate_main(args: argparse.Namespace) -> int:
     extra = {"model": cfg.model.name, "adapter": adapter or "none (base model)"}
     if floor:
         extra["noise floor (oracle knowing the synthetic mu)"] = f"MAE {floor['mae']:.4f}, RMSE {floor['rmse']:.4f}"
+    note = length_note(metrics, cfg)
+    if note:
+        extra["prompt length"] = note
+        print(f"kit: note: {note}", file=sys.stderr)
     report = write_report(out, f"Evaluation on {args.split} ({len(records)} pairs)", metrics, baselines, records,
                           scale, run_dir, extra)
     print(metrics_table({"this model": metrics, **baselines}))

@@ -3,34 +3,102 @@
 Faces ask for "a model with LoRA", "a model with this adapter" and "answers for these
 prompts". Unsloth is imported first (it patches trl/transformers/peft); without a GPU
 its CPU fallback loads through plain transformers + peft.
+
+One model per process. Every load of the same base (same model settings) returns the
+same weights in memory: training, kit.evaluate, the app and the notebook share it. With
+vLLM that is one engine (each takes gpu_memory_utilization of the card and none is ever
+freed). Adapters switch per request instead of per load: with vLLM one cached LoRA
+request per adapter folder, and the base is "no request" (4-bit base weights are never
+merged); without vLLM the saved adapters hang on the one peft model under their own
+names and are switched on for the call, and the base is "adapters disabled".
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.util
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import kit.runtime  # noqa: F401  (imports unsloth first, quietly)
-from kit.config import ModelConfig
+from kit.config import ConfigError, ModelConfig
 from kit.model_sources import resolve_model_source
+
+TRAINING_ADAPTER = "default"  # the name get_peft_model gives the adapter being trained
 
 
 @dataclass
-class LoadedModel:
+class _Shared:
+    """The process's one loaded base model and what hangs on it."""
+
     model: Any
     tokenizer: Any
     device: str
     fast_inference: bool
     source: str
-    adapter_dir: str | None = None  # with vLLM the adapter is applied per request, not merged
+    saved: dict[str, tuple[tuple, str]] = field(default_factory=dict)  # folder -> (files' signature, peft name)
+    lora_requests: dict[tuple, Any] = field(default_factory=dict)       # files' signature -> vLLM LoRARequest
+
+
+_MODELS: dict[tuple, _Shared] = {}
+
+
+@dataclass
+class LoadedModel:
+    """A handle on the process's one model, and which adapter answers through it.
+
+    `adapter_dir`: a saved adapter (None: the base). `live_adapter`: the in-memory adapter
+    being trained answers (without vLLM; vLLM needs a saved folder in `adapter_dir`)."""
+
+    shared: _Shared
+    adapter_dir: str | None = None
+    live_adapter: bool = False
+
+    @property
+    def model(self) -> Any:
+        return self.shared.model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.shared.tokenizer
+
+    @property
+    def device(self) -> str:
+        return self.shared.device
+
+    @property
+    def fast_inference(self) -> bool:
+        return self.shared.fast_inference
+
+    @property
+    def source(self) -> str:
+        return self.shared.source
 
 
 def has_gpu() -> bool:
     import torch
 
     return torch.cuda.is_available() and os.environ.get("UNSLOTH_FORCE_CPU") != "1"
+
+
+def check_device(device: str, cfg: ModelConfig) -> str:
+    """The device a load will use; a clear stop when the config asks for a GPU this
+    process cannot use, instead of a silent fall back to CPU (hours instead of minutes)."""
+    import torch
+
+    wants = "device: cuda" if device == "cuda" else ("model.fast_inference: on" if cfg.fast_inference == "on" else None)
+    if wants and not torch.cuda.is_available():
+        raise ConfigError(f"{wants} asks for a GPU, but torch.cuda.is_available() is False (torch {torch.__version__}): "
+                          "use a GPU runtime with a CUDA build of torch that its driver supports, or set device=auto "
+                          "and model.fast_inference=auto to run on CPU")
+    if wants and not has_gpu():
+        raise ConfigError(f"{wants} asks for a GPU, but UNSLOTH_FORCE_CPU=1 is set: unset it, or set device=auto")
+    if device == "cpu" and has_gpu():
+        raise ConfigError("device: cpu on a machine with a GPU: start the process with UNSLOTH_FORCE_CPU=1 "
+                          "(Unsloth chooses its device when it is imported), or set device=auto")
+    return "cuda" if has_gpu() else "cpu"
 
 
 def _dtype(name: str):
@@ -46,17 +114,35 @@ def _dtype(name: str):
 def _want_vllm(cfg: ModelConfig) -> bool:
     available = has_gpu() and importlib.util.find_spec("vllm") is not None
     if cfg.fast_inference == "on" and not available:
-        raise RuntimeError("model.fast_inference=on needs a CUDA GPU and vLLM (pip install -e '.[gpu]'); "
-                           "use model.fast_inference=auto to fall back to transformers generate")
-    return cfg.fast_inference == "on" or (cfg.fast_inference == "auto" and available)
+        raise ConfigError("model.fast_inference=on needs a CUDA GPU and vLLM (pip install -e '.[gpu]'); "
+                          "use model.fast_inference=auto to fall back to transformers generate")
+    fast = cfg.fast_inference == "on" or (cfg.fast_inference == "auto" and available)
+    if fast and cfg.load_in_4bit and importlib.util.find_spec("vllm_bnb_plugin") is None:
+        raise ConfigError("model.load_in_4bit with vLLM needs the package vllm-bnb-plugin (vLLM >= 0.28 moved "
+                          "bitsandbytes out of tree): pip install -e '.[gpu]', or set model.fast_inference=off")
+    return fast
 
 
-def load_model(cfg: ModelConfig, seed: int = 0, lora: bool = True) -> LoadedModel:
-    """Base model through Unsloth's FastLanguageModel (4-bit if asked), with LoRA adapters attached."""
-    from unsloth import FastLanguageModel
+def _key(cfg: ModelConfig, source: str, device: str, fast: bool) -> tuple:
+    engine = (cfg.gpu_memory_utilization, cfg.max_lora_rank) if fast else ()
+    return (source, cfg.max_seq_length, cfg.load_in_4bit, cfg.dtype, device, fast, *engine)
 
+
+def _shared_base(cfg: ModelConfig, device: str = "auto") -> _Shared:
+    """The loaded base for these settings: loaded once per process, then reused."""
+    resolved = check_device(device, cfg)
     source = resolve_model_source(cfg.name)
     fast = _want_vllm(cfg)
+    key = _key(cfg, source, resolved, fast)
+    if key in _MODELS:
+        return _MODELS[key]
+    engines = [s for s in _MODELS.values() if s.fast_inference]
+    if fast and engines:
+        raise ConfigError(f"a vLLM engine for {engines[0].source} already holds its share of the GPU in this process, "
+                          f"and {cfg.name} with these model settings would start a second one (engines are never "
+                          "freed): use the same model settings, or restart the process / runtime")
+    from unsloth import FastLanguageModel
+
     kwargs: dict[str, Any] = dict(model_name=source, max_seq_length=cfg.max_seq_length,
                                   load_in_4bit=cfg.load_in_4bit, dtype=_dtype(cfg.dtype))
     if fast:
@@ -65,55 +151,141 @@ def load_model(cfg: ModelConfig, seed: int = 0, lora: bool = True) -> LoadedMode
     model, tokenizer = FastLanguageModel.from_pretrained(**kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if lora:
-        model = FastLanguageModel.get_peft_model(
-            model, r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-            target_modules=list(cfg.lora.target_modules), bias="none",
-            use_gradient_checkpointing="unsloth" if (cfg.gradient_checkpointing and has_gpu()) else cfg.gradient_checkpointing,
-            random_state=seed)
-    return LoadedModel(model=model, tokenizer=tokenizer, device="cuda" if has_gpu() else "cpu",
-                       fast_inference=fast, source=source)
+    _MODELS[key] = _Shared(model=model, tokenizer=tokenizer, device=resolved, fast_inference=fast, source=source)
+    return _MODELS[key]
 
 
-def load_adapter(cfg: ModelConfig, adapter_dir: str | Path | None) -> LoadedModel:
-    """The base model with a saved LoRA adapter (or none: the untrained base).
+def load_model(cfg: ModelConfig, seed: int = 0, lora: bool = True, device: str = "auto") -> LoadedModel:
+    """The process's base model through Unsloth's FastLanguageModel (4-bit if asked), with a
+    fresh LoRA adapter to train (`lora=True`). A fresh adapter replaces every adapter the
+    model carried, so a second training run in one process starts where a new process would."""
+    shared = _shared_base(cfg, device)
+    if not lora:
+        return LoadedModel(shared)
+    from peft import PeftModel
+    from unsloth import FastLanguageModel
 
-    With vLLM (GPU) the adapter is passed as a LoRA request at generation time; otherwise
-    it is attached with peft."""
+    base = shared.model
+    if isinstance(base, PeftModel):
+        base = base.unload()  # the bare base again (LoRA layers removed, nothing merged)
+        shared.saved.clear()
+    shared.model = FastLanguageModel.get_peft_model(
+        base, r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+        target_modules=list(cfg.lora.target_modules), bias="none",
+        use_gradient_checkpointing="unsloth" if (cfg.gradient_checkpointing and has_gpu()) else cfg.gradient_checkpointing,
+        random_state=seed)
+    return LoadedModel(shared, live_adapter=True)
+
+
+def load_adapter(cfg: ModelConfig, adapter_dir: str | Path | None, device: str = "auto") -> LoadedModel:
+    """A handle that answers with a saved LoRA adapter (or none: the untrained base), on
+    the process's one base model. The adapter is read now, so a bad folder fails here."""
     if adapter_dir is not None and not (Path(adapter_dir) / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{adapter_dir} holds no LoRA adapter (adapter_config.json is missing)")
-    if _want_vllm(cfg):
-        loaded = load_model(cfg, lora=True)
-        loaded.adapter_dir = str(adapter_dir) if adapter_dir else None
-        return loaded
-    loaded = load_model(cfg, lora=False)
-    if adapter_dir is not None:
-        from peft import PeftModel
-
-        loaded.model = PeftModel.from_pretrained(loaded.model, str(adapter_dir))
-        loaded.adapter_dir = str(adapter_dir)
-    loaded.model.eval()
+    shared = _shared_base(cfg, device)
+    loaded = LoadedModel(shared, adapter_dir=str(adapter_dir) if adapter_dir is not None else None)
+    if loaded.adapter_dir is not None:
+        if shared.fast_inference:
+            _lora_request(shared, loaded.adapter_dir)
+        else:
+            _peft_adapter(shared, loaded.adapter_dir)
+    shared.model.eval()
     return loaded
+
+
+def _signature(adapter_dir: str) -> tuple:
+    """Which files an adapter folder holds now: a folder rewritten in place is a new adapter."""
+    folder = Path(adapter_dir).resolve()
+    files = sorted(p for p in folder.iterdir() if p.name.startswith("adapter_"))
+    stats = [(p.name, p.stat()) for p in files]
+    return (str(folder), *((name, st.st_ino, st.st_mtime_ns, st.st_size) for name, st in stats))
+
+
+def _lora_request(shared: _Shared, adapter_dir: str):
+    """One vLLM LoRA request per adapter (each new request registers a new LoRA id)."""
+    sig = _signature(adapter_dir)
+    if sig not in shared.lora_requests:
+        load = getattr(shared.model, "load_lora", None)
+        if load is None:  # a base without peft: Unsloth's loader needs only the engine
+            from unsloth_zoo.vllm_utils import load_lora
+
+            def load(path):
+                return load_lora(shared.model, path)
+        shared.lora_requests[sig] = load(str(Path(adapter_dir).resolve()))
+    return shared.lora_requests[sig]
+
+
+def _peft_adapter(shared: _Shared, adapter_dir: str) -> str:
+    """The peft name of a saved adapter attached to the one model (attached on first use;
+    a folder whose files changed is attached again and the stale copy dropped)."""
+    from peft import PeftModel
+
+    folder = str(Path(adapter_dir).resolve())
+    sig = _signature(adapter_dir)
+    known = shared.saved.get(folder)
+    if known and known[0] == sig:
+        return known[1]
+    name = "saved_" + hashlib.sha1(repr(sig).encode()).hexdigest()[:12]
+    if isinstance(shared.model, PeftModel):
+        shared.model.load_adapter(folder, adapter_name=name, is_trainable=False)
+        if known:
+            shared.model.delete_adapter(known[1])
+    else:
+        shared.model = PeftModel.from_pretrained(shared.model, folder, adapter_name=name, is_trainable=False)
+    shared.saved[folder] = (sig, name)
+    return name
+
+
+def _trainable(model, name: str) -> bool:
+    return any(p.requires_grad for n, p in model.named_parameters() if f".{name}." in n)
+
+
+@contextlib.contextmanager
+def adapter_context(loaded: LoadedModel, use_adapter: bool = True) -> Iterator[Any]:
+    """Within it, direct calls on `loaded.model` answer with this handle's adapter (or the
+    base with `use_adapter=False`); the adapter active before is restored after. kit's own
+    generation uses it; use it too for a forward pass of your own on a shared model."""
+    from peft import PeftModel
+
+    name = None
+    if use_adapter and loaded.live_adapter:
+        name = TRAINING_ADAPTER
+    elif use_adapter and loaded.adapter_dir is not None:
+        name = _peft_adapter(loaded.shared, loaded.adapter_dir)  # with vLLM too: HF calls need it attached
+    model = loaded.model
+    if not isinstance(model, PeftModel):
+        yield model
+        return
+    if name is None:
+        with model.disable_adapter():
+            yield model
+        return
+    previous = model.active_adapter
+    if previous == name:
+        yield model
+        return
+    previous_trainable = _trainable(model, previous)
+    model.set_adapter(name, inference_mode=name != TRAINING_ADAPTER)
+    try:
+        yield model
+    finally:
+        model.set_adapter(previous, inference_mode=not previous_trainable)
 
 
 def generate(loaded: LoadedModel, prompts: Sequence[str], max_new_tokens: int = 256, temperature: float = 0.0,
              top_p: float = 1.0, batch_size: int = 8, seed: int = 0, adapter_dir: str | Path | None = None,
-             progress: bool = True, desc: str = "generating", use_adapter: bool = True) -> list[str]:
+             progress: bool = True, desc: str = "generating", use_adapter: bool = True, n: int = 1) -> list[str]:
     """Completions for chat-rendered prompt texts; greedy when temperature is 0.
-    `use_adapter=False` answers with the base model (same weights in memory, LoRA switched off)."""
+    `n` answers per prompt, grouped by prompt (distinct draws when sampling).
+    `use_adapter=False` answers with the base model (same weights in memory, LoRA switched off);
+    `adapter_dir` answers with that saved adapter instead of the handle's."""
+    if adapter_dir is not None:
+        loaded = LoadedModel(loaded.shared, adapter_dir=str(adapter_dir))
     if loaded.fast_inference:
-        return _generate_vllm(loaded, prompts, max_new_tokens, temperature, top_p, seed,
-                              (adapter_dir or loaded.adapter_dir) if use_adapter else None)
-    with _adapter_switch(loaded, use_adapter):
-        return _generate_hf(loaded, prompts, max_new_tokens, temperature, top_p, batch_size, seed, progress, desc)
-
-
-def _adapter_switch(loaded: LoadedModel, use_adapter: bool):
-    import contextlib
-
-    if use_adapter or not hasattr(loaded.model, "disable_adapter"):
-        return contextlib.nullcontext()
-    return loaded.model.disable_adapter()
+        return _generate_vllm(loaded, prompts, max_new_tokens, temperature, top_p, seed, use_adapter, n)
+    expanded = [p for p in prompts for _ in range(n)]
+    with adapter_context(loaded, use_adapter):
+        return _generate_hf(loaded, expanded, max_new_tokens, temperature, top_p, batch_size, seed, progress, desc)
 
 
 def stream_generate(loaded: LoadedModel, prompt: str, max_new_tokens: int = 256, temperature: float = 0.0,
@@ -140,8 +312,8 @@ def stream_generate(loaded: LoadedModel, prompt: str, max_new_tokens: int = 256,
     def work():
         try:
             torch.manual_seed(seed)
-            with torch.no_grad(), _adapter_switch(loaded, use_adapter):
-                model.generate(**kwargs)
+            with torch.no_grad(), adapter_context(loaded, use_adapter) as active:
+                active.generate(**kwargs)
         except BaseException as exc:  # surfaced to the caller below
             errors.append(exc)
             streamer.end()
@@ -157,13 +329,16 @@ def stream_generate(loaded: LoadedModel, prompt: str, max_new_tokens: int = 256,
         raise errors[0]
 
 
-def _generate_vllm(loaded, prompts, max_new_tokens, temperature, top_p, seed, adapter_dir):
+def _generate_vllm(loaded, prompts, max_new_tokens, temperature, top_p, seed, use_adapter, n):
+    """One request per prompt with n answers: vLLM seeds the k-th answer with seed + k, so the
+    n answers differ (n copies of a prompt under one seed would be n identical answers)."""
     from vllm import SamplingParams
 
-    params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
-    lora_request = loaded.model.load_lora(str(adapter_dir)) if adapter_dir else None
+    params = SamplingParams(n=n, max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    adapter = loaded.adapter_dir if use_adapter else None
+    lora_request = _lora_request(loaded.shared, adapter) if adapter else None
     outputs = loaded.model.fast_generate(list(prompts), sampling_params=params, lora_request=lora_request)
-    return [o.outputs[0].text for o in outputs]
+    return [c.text for o in outputs for c in o.outputs]
 
 
 def _generate_hf(loaded, prompts, max_new_tokens, temperature, top_p, batch_size, seed, progress, desc):

@@ -123,7 +123,8 @@ def grpo_args(cfg: KitConfig, out: Path, use_vllm: bool):
         generation_batch_size=g.generation_batch_size or g.per_device_train_batch_size * g.gradient_accumulation_steps,
         num_generations=g.num_generations, max_completion_length=g.max_completion_length,
         temperature=g.temperature, top_p=g.top_p, top_k=0, repetition_penalty=1.0,
-        beta=g.beta, epsilon=g.epsilon, loss_type=g.loss_type, scale_rewards=g.scale_rewards,
+        beta=g.beta, epsilon=g.epsilon, epsilon_high=g.epsilon if g.epsilon_high is None else g.epsilon_high,
+        loss_type=g.loss_type, scale_rewards=g.scale_rewards,
         num_iterations=g.num_iterations, importance_sampling_level="token",
         mask_truncated_completions=g.mask_truncated_completions, disable_dropout=True,
         reward_weights=[r.weight for r in cfg.rewards], shuffle_dataset=True, seed=cfg.seed, data_seed=cfg.seed,
@@ -209,7 +210,7 @@ def run(cfg: KitConfig, resume: bool = False, log=print) -> dict:
     data = load_task_data(cfg)
     log(f"kit: data: {len(data.splits['train'])} train / {len(data.splits['valid'])} valid / "
         f"{len(data.splits['test'])} test samples, scale {data.scale[0]:g}-{data.scale[1]:g}")
-    lm = load_model(cfg.model, seed=cfg.seed)
+    lm = load_model(cfg.model, seed=cfg.seed, device=cfg.device)
     log(f"kit: model {cfg.model.name} on {lm.device} (vLLM: {lm.fast_inference}) loaded in {time.time() - t0:.0f}s")
     summary: dict[str, Any] = {"name": cfg.name, "model": cfg.model.name, "device": lm.device}
 

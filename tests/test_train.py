@@ -59,7 +59,7 @@ def test_grpo_moves_lora_and_the_adapter_reloads(tmp_path, tiny_model_dir):
     import torch
 
     from kit.config import load_config
-    from kit.model import generate, load_adapter
+    from kit.model import adapter_context, generate, load_adapter
     from kit.prompts import render_chat
     from kit.train import lora_nonzero
 
@@ -73,8 +73,12 @@ def test_grpo_moves_lora_and_the_adapter_reloads(tmp_path, tiny_model_dir):
     base = load_adapter(cfg.model, None)
     prompt = render_chat(tuned.tokenizer, [{"role": "user", "content": "Rate this book."}])
     ids = tuned.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-    with torch.no_grad():
-        diff = (tuned.model(**ids).logits - base.model(**ids).logits).abs().max().item()
+    with torch.no_grad():  # one model in memory: each handle switches on its own adapter (or none)
+        with adapter_context(tuned) as model:
+            tuned_logits = model(**ids).logits
+        with adapter_context(base) as model:
+            base_logits = model(**ids).logits
+    diff = (tuned_logits - base_logits).abs().max().item()
     assert diff > 0  # the reloaded adapter changes the model's output
     texts = generate(tuned, [prompt, prompt], max_new_tokens=8, progress=False)
     assert len(texts) == 2 and all(isinstance(t, str) and t for t in texts)

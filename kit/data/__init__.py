@@ -93,11 +93,54 @@ def sample_messages(row: dict, data: TaskData, cfg: KitConfig) -> list[dict[str,
                           description_chars=cfg.data.description_chars)
 
 
+@dataclass
+class FittedPrompt:
+    text: Optional[str]  # the chat-rendered prompt; None when it is over budget even with no history entry
+    tokens: int          # its length (with every history entry left out, when it does not fit)
+    dropped: int         # history entries left out to fit, oldest first
+
+
+def fit_prompt(row: dict, data: TaskData, cfg: KitConfig, tokenizer: Any, budget: int) -> FittedPrompt:
+    """The sample's prompt within `budget` tokens (counted as training counts them): history
+    entries, the user's and the item's together, are left out oldest first until it fits.
+    Averages stay over all earlier interactions. vLLM refuses a prompt that is too long (the
+    whole batch fails) and transformers would cut the answer short, so nothing longer goes out."""
+    from kit.prompts import render_chat
+
+    sample = data.with_reviews(row)
+    order = sorted((h["timestamp"], key, i) for key in ("user_history", "item_history")
+                   for i, h in enumerate(sample[key]))
+
+    def render(k: int) -> tuple[str, int]:
+        drop = {(key, i) for _, key, i in order[:k]}
+        trimmed = {**sample, **{key: [h for i, h in enumerate(sample[key]) if (key, i) not in drop]
+                                for key in ("user_history", "item_history")}}
+        text = render_chat(tokenizer, sample_messages(trimmed, data, cfg))  # reviews attached: kept as they are
+        return text, _tokens(tokenizer, text)
+
+    text, tokens = render(0)
+    if tokens <= budget:
+        return FittedPrompt(text, tokens, 0)
+    lo, hi, best = 1, len(order), None
+    while lo <= hi:  # the fewest entries to leave out (length falls as entries go)
+        mid = (lo + hi) // 2
+        text, tokens = render(mid)
+        if tokens <= budget:
+            best, hi = FittedPrompt(text, tokens, mid), mid - 1
+        else:
+            lo = mid + 1
+    return best or FittedPrompt(None, render(len(order))[1], len(order))
+
+
 def count_prompt_tokens(tokenizer: Any, messages: list[dict[str, str]]) -> int:
     """Tokens of the chat-rendered prompt, generation header included."""
     from kit.prompts import render_chat
 
-    return len(tokenizer(render_chat(tokenizer, messages), add_special_tokens=False)["input_ids"])
+    return _tokens(tokenizer, render_chat(tokenizer, messages))
+
+
+def _tokens(tokenizer: Any, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def to_prompt_dataset(frame: pl.DataFrame, data: TaskData, cfg: KitConfig, tokenizer: Any = None,
