@@ -38,9 +38,15 @@ class TaskData:
         return training_interactions(self.interactions, [self.splits["valid"], self.splits["test"]])
 
     def split(self, name: str, limit: int | None = None, seed: int = 0) -> pl.DataFrame:
+        """The split's pairs, or `limit` of them: the first `limit` of a seeded permutation, so a
+        smaller limit picks a subset of a larger one (finished predictions stay usable when the
+        limit grows). The selection keeps chronological order."""
         frame = self.splits[name]
         if limit is not None and len(frame) > limit:
-            frame = frame.sample(n=limit, seed=seed).sort(["timestamp", "user_id"])
+            import numpy as np
+
+            chosen = np.random.default_rng(seed).permutation(len(frame))[:limit]
+            frame = frame[np.sort(chosen)].sort(["timestamp", "user_id"], maintain_order=True)
         return frame
 
 
