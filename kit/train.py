@@ -334,7 +334,8 @@ def _priming_steps(cfg: KitConfig, n_samples: int) -> int:
 
 def validation_verdict(cfg: KitConfig, recipe: str) -> tuple[bool, str]:
     """The last line of --validate: what the run will do, and whether its prompts fit the token
-    budget (counted with the model's tokenizer on the recipe's own data; no model is loaded)."""
+    budget, counted with the model's tokenizer on the recipe's own data (nothing is trained; the
+    bundled model is converted into the cache once if it is not there yet)."""
     budget = (f"prompt <= {cfg.prompt.max_prompt_tokens} + completion {cfg.grpo.max_completion_length} "
               f"<= {cfg.model.max_seq_length} tokens")
     parts = [f"{recipe}", f"{cfg.grpo.max_steps} GRPO steps"]
