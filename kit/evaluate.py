@@ -172,7 +172,7 @@ def evaluate_main(args: argparse.Namespace) -> int:
 
     cfg, run_dir = _config_for(args)
     data = load_task_data(cfg)
-    frame = data.split(args.split, args.limit, seed=cfg.seed)
+    frame = data.split(args.split, args.limit, seed=cfg.seed, seeded_order=True)  # a stop leaves a prefix
     scale = data.scale
     baselines = {} if args.no_baselines else baseline_metrics(data.training_interactions(), frame, scale, cfg.seed)
     floor = None

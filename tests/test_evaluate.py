@@ -96,6 +96,13 @@ def test_a_smaller_limit_picks_a_subset_of_a_larger_one():
         assert pairs(frame) == pairs(data.split("test", n, seed=3))  # seeded
     assert set(pairs(data.split("test", 9, seed=4))) != set(chosen[3])
     assert pairs(data.split("test", len(whole) + 5, seed=3)) == pairs(whole)
+    # in the seeded order (what kit.evaluate walks through), a run over the whole split that stops
+    # after n pairs has done exactly the n pairs that --limit n picks
+    walk = pairs(data.split("test", None, seed=3, seeded_order=True))
+    assert sorted(walk) == sorted(pairs(whole))
+    for n in (1, 5, 17):
+        assert walk[:n] == pairs(data.split("test", n, seed=3, seeded_order=True))
+        assert set(walk[:n]) == set(pairs(data.split("test", n, seed=3)))
 
 
 def test_resume_across_a_changed_limit(smoke_run, tiny_model_dir, tmp_path):
