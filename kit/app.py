@@ -371,9 +371,24 @@ def launch(state: AppState, host: str = "127.0.0.1", port: int = 7860, share: bo
     import gradio as gr
 
     demo = build_ui(state)
-    demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
+    # quiet: Gradio's own hint names its Python argument (`share=True` in launch()); the kit
+    # prints its own, with the command-line flag
+    demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True, quiet=True,
                 show_error=False, allowed_paths=[], max_file_size="1mb", css=CSS, theme=gr.themes.Soft())
+    print(serving_message(demo.local_url, demo.share_url, share, host), flush=True)
+    if block:
+        demo.block_thread()
     return demo
+
+
+def serving_message(local_url: str, share_url: str | None, share: bool, host: str = "127.0.0.1") -> str:
+    """Where the app is, and how to share it, in the kit's own terms (its flag, not Gradio's argument)."""
+    if share_url:
+        return f"kit: app at {local_url} and {share_url} (a temporary public link: anyone with it can use the app)"
+    if share:
+        return f"kit: app at {local_url} (the public link could not be created, see above)"
+    reach = "this machine only" if host in ("127.0.0.1", "localhost") else f"bound to {host}"
+    return f"kit: app at {local_url} ({reach}; add --share for a temporary public link)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -394,7 +409,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"kit: error: {exc}", file=sys.stderr)
         return 2
-    print(f"kit: serving on http://{args.host}:{args.port} (share link: {'on' if args.share else 'off'})")
     launch(state, args.host, args.port, args.share)
     return 0
 

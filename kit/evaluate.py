@@ -181,10 +181,14 @@ def write_report(out: Path, title: str, model_metrics: dict, baselines: dict[str
 
 # --------------------------------------------------------------------------- entry points
 
-def _settings(args: argparse.Namespace, cfg: KitConfig, adapter: str | None) -> dict:
-    return {"model": cfg.model.name, "adapter": adapter, "split": args.split, "limit": args.limit,
-            "samples": args.samples, "temperature": args.temperature,
-            "max_new_tokens": cfg.evaluation.max_new_tokens, "style": cfg.prompt.style, "seed": cfg.seed}
+def _settings(args: argparse.Namespace, cfg: KitConfig, adapter: str | None, dtype: str,
+              scale: tuple[float, float]) -> dict:
+    """What changes an answer to a pair (kit.stage_cache.eval_settings). --limit is not in it:
+    a larger limit adds pairs, a smaller one reads a subset, and finished answers are reused."""
+    from kit.stage_cache import eval_settings
+
+    return {**eval_settings(cfg, dtype, adapter, args.split, scale, samples=args.samples,
+                            temperature=args.temperature), "adapter_path": adapter}
 
 
 def _config_for(args: argparse.Namespace) -> tuple[KitConfig, Path | None]:
@@ -203,7 +207,7 @@ def evaluate_main(args: argparse.Namespace) -> int:
 
     cfg, run_dir = _config_for(args)
     data = load_task_data(cfg)
-    frame = data.split(args.split, args.limit, seed=cfg.seed)
+    frame = data.split(args.split, args.limit, seed=cfg.seed, seeded_order=True)  # a stop leaves a prefix
     scale = data.scale
     baselines = {} if args.no_baselines else baseline_metrics(data.training_interactions(), frame, scale, cfg.seed)
     floor = None
@@ -229,17 +233,25 @@ def evaluate_main(args: argparse.Namespace) -> int:
     if out is None:
         raise ConfigError("--out DIR is needed when no --run is given")
     out.mkdir(parents=True, exist_ok=True)
-    settings = _settings(args, cfg, adapter)
-    settings_path = out / "settings.json"
-    if settings_path.is_file() and json.loads(settings_path.read_text()) != settings:
-        raise ConfigError(f"{out} holds predictions made with other settings ({settings_path}); "
-                          "delete that folder or pass --out NEW_DIR")
-    atomic_write_json(settings_path, settings)
 
     import kit.runtime  # noqa: F401
     from kit.model import load_adapter
+    from kit.stage_cache import describe, differences, model_dtype
 
     loaded = load_adapter(cfg.model, adapter, device=cfg.device)
+    settings = _settings(args, cfg, adapter, model_dtype(loaded.model, cfg.model.dtype), scale)
+    settings_path = out / "settings.json"
+    if settings_path.is_file():
+        saved = json.loads(settings_path.read_text())
+        if saved != json.loads(json.dumps(settings)):
+            raise ConfigError(f"{out} holds predictions made with other settings "
+                              f"({describe(differences(saved, settings))}): "
+                              "delete that folder or pass --out NEW_DIR")
+    atomic_write_json(settings_path, settings)
+    wanted = {_key(r) for r in frame.iter_rows(named=True)}
+    finished = len(wanted & {_key(r) for r in read_jsonl(out / "predictions.jsonl")})
+    if finished:
+        print(f"kit: reusing {finished} of {len(frame)} predictions already in {out / 'predictions.jsonl'}")
     records = predict(loaded, frame, data, cfg, desc=f"evaluating {args.split}", n_samples=args.samples,
                       temperature=args.temperature, sink=out / "predictions.jsonl")
     metrics = score_predictions(records, scale)
@@ -313,7 +325,9 @@ def parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     ap.add_argument("--config", help="a recipe, when there is no run folder")
     ap.add_argument("--data", help="a prepared data folder (python -m kit.data prepare) instead of the recipe's data")
     ap.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    ap.add_argument("--limit", type=int, default=None, help="evaluate at most N pairs (a seeded sample)")
+    ap.add_argument("--limit", type=int, default=None,
+                    help="evaluate N pairs: the first N of a seeded order of the split, so a smaller N is a subset "
+                         "of a larger one and finished answers are reused when N changes")
     ap.add_argument("--model", help="override the base model (a name, folder or hub id)")
     ap.add_argument("--adapter", help="a LoRA adapter folder, or 'none' for the base model (default: RUN/adapter)")
     ap.add_argument("--samples", type=int, default=1, help="answers per pair (mean prediction and spread)")

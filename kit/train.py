@@ -155,19 +155,27 @@ def last_checkpoint(out: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def _evaluate(cfg, lm, data, out: Path, name: str) -> dict:
-    """Greedy answers on the held-out samples, parsed and scored; reused when already on disk."""
+def _evaluate(cfg, lm, data, out: Path, name: str, log=print) -> dict:
+    """Greedy answers on the held-out pairs, parsed and scored. A result on disk is reused only
+    when the settings that made it (model, dtype, adapter in memory, pairs, decoding, prompt,
+    data) match this run's; otherwise it is recomputed with a note saying what differs."""
+    from kit import stage_cache
     from kit.evaluate import predict, score_predictions
 
     path = out / f"eval_{name}.json"
-    if path.is_file():
-        return json.loads(path.read_text())["metrics"]
     frame = data.split(cfg.data.eval_split, cfg.evaluation.samples, seed=cfg.seed)
+    settings = {**stage_cache.eval_settings(cfg, stage_cache.model_dtype(lm.model, cfg.model.dtype),
+                                            lm.adapter_dir, cfg.data.eval_split, data.scale),
+                "pairs": stage_cache.pairs_digest(frame), "n": len(frame)}
+    if stage_cache.reusable(path, settings, log):
+        return json.loads(path.read_text())["metrics"]
+    stage_cache.forget(path)
     lm.model.eval()
     rows = predict(lm, frame, data, cfg, desc=f"eval ({name})")
     metrics = score_predictions(rows, data.scale)
     write_jsonl(out / f"predictions_{name}.jsonl", rows)
     atomic_write_json(path, {"metrics": metrics, "split": cfg.data.eval_split})
+    stage_cache.remember(path, settings)
     return metrics
 
 
@@ -215,23 +223,33 @@ def run(cfg: KitConfig, resume: bool = False, log=print) -> dict:
     summary: dict[str, Any] = {"name": cfg.name, "model": cfg.model.name, "device": lm.device}
 
     if cfg.evaluation.enabled and cfg.evaluation.before_training:
-        summary["eval_before"] = _evaluate(cfg, lm, data, out, "before")
+        summary["eval_before"] = _evaluate(cfg, lm, data, out, "before", log)
 
     priming_adapter = out / "priming" / "adapter"
     if cfg.priming.enabled:
-        if (priming_adapter / "adapter_model.safetensors").is_file():
-            if ckpt is None:
-                _reload_adapter_weights(lm.model, priming_adapter)
-            log("kit: format priming already done, reusing it")
+        from kit import stage_cache
+
+        made_by = stage_cache.priming_settings(cfg, stage_cache.model_dtype(lm.model, cfg.model.dtype), data.scale)
+        why = stage_cache.mismatch(priming_adapter, made_by)
+        if why is None:
+            _reload_adapter_weights(lm.model, priming_adapter)  # a resumed checkpoint's weights replace these
+            lm.adapter_dir = str(priming_adapter)
+            log("kit: format priming already done with these settings, reusing it")
+        elif ckpt is not None:
+            raise ConfigError(f"{ckpt} continues a format priming that does not match this config "
+                              f"({priming_adapter}: {why}): "
+                              "resume with the settings it was made with, or start afresh with output_dir=NEW_DIR")
         else:
+            if priming_adapter.exists():
+                log(f"kit: note: {priming_adapter} is not reused ({why}); recomputing")
+            stage_cache.forget(priming_adapter)
             log(f"kit: format priming (SFT) on {cfg.priming.samples} reference answers")
             summary["priming"] = run_priming(cfg, lm, data, out)
+            stage_cache.remember(priming_adapter, made_by)
             lm.adapter_dir = str(priming_adapter)  # vLLM generation applies the saved LoRA per request
             log(f"kit: priming done: {summary['priming']}")
-            if cfg.evaluation.enabled:
-                summary["eval_primed"] = _evaluate(cfg, lm, data, out, "primed")
-        if "eval_primed" not in summary and (out / "eval_primed.json").is_file():
-            summary["eval_primed"] = json.loads((out / "eval_primed.json").read_text())["metrics"]
+        if cfg.evaluation.enabled:
+            summary["eval_primed"] = _evaluate(cfg, lm, data, out, "primed", log)
 
     from trl import GRPOTrainer
 
@@ -259,7 +277,7 @@ def run(cfg: KitConfig, resume: bool = False, log=print) -> dict:
         log("kit: WARNING: every LoRA B matrix is zero: training did not move the adapter (reward spread was 0?)")
 
     if cfg.evaluation.enabled:
-        summary["eval_after"] = _evaluate(cfg, lm, data, out, "after")
+        summary["eval_after"] = _evaluate(cfg, lm, data, out, "after", log)
         eval_frame = data.split(cfg.data.eval_split, cfg.evaluation.samples, seed=cfg.seed)
         from kit.baselines import baseline_metrics
 
@@ -310,6 +328,59 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _priming_steps(cfg: KitConfig, n_samples: int) -> int:
+    p = cfg.priming
+    return math.ceil(math.ceil(n_samples / p.batch_size) / p.gradient_accumulation_steps * p.epochs)
+
+
+def validation_verdict(cfg: KitConfig, recipe: str) -> tuple[bool, str]:
+    """The last line of --validate: what the run will do, and whether its prompts fit the token
+    budget, counted with the model's tokenizer on the recipe's own data (nothing is trained; the
+    bundled model is converted into the cache once if it is not there yet)."""
+    budget = (f"prompt <= {cfg.prompt.max_prompt_tokens} + completion {cfg.grpo.max_completion_length} "
+              f"<= {cfg.model.max_seq_length} tokens")
+    parts = [f"{recipe}", f"{cfg.grpo.max_steps} GRPO steps"]
+    if cfg.data.source == "prepared" and not (Path(cfg.data.path) / "meta.json").is_file():
+        counted = f"prompts not counted ({cfg.data.path} is not prepared yet; the first run prepares it)"
+        parts += [counted, budget]
+        if cfg.priming.enabled:
+            parts.insert(2, f"priming on {cfg.priming.samples} answers")
+        return True, "kit: config OK: " + ", ".join(parts)
+    from kit.data import count_prompt_tokens, load_task_data, sample_messages
+
+    data = load_task_data(cfg)
+    train = data.split("train", cfg.data.max_train, seed=cfg.seed)
+    evaluation = data.split(cfg.data.eval_split, cfg.evaluation.samples, seed=cfg.seed)
+    if cfg.priming.enabled:
+        n = cfg.priming.samples if cfg.priming.traces else min(cfg.priming.samples, len(data.splits["train"]))
+        parts.append(f"priming {_priming_steps(cfg, n)} SFT steps on {n} answers")
+    try:
+        from transformers import AutoTokenizer
+
+        from kit.model_sources import resolve_model_source
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_source(cfg.model.name))
+    except Exception as exc:  # an unreachable hub id: say what was not checked
+        parts += [f"prompts not counted (no tokenizer for {cfg.model.name}: {str(exc).splitlines()[0][:120]})",
+                  budget]
+        return True, "kit: config OK: " + ", ".join(parts)
+
+    def fitting(frame) -> int:
+        return sum(count_prompt_tokens(tokenizer, sample_messages(r, data, cfg)) <= cfg.prompt.max_prompt_tokens
+                   for r in frame.iter_rows(named=True))
+
+    fit_train = fitting(train)
+    parts.insert(2, f"{fit_train} training prompts fit (of {len(train)})")
+    if cfg.evaluation.enabled:
+        parts.append(f"{fitting(evaluation)} of {len(evaluation)} evaluation prompts fit "
+                     f"({cfg.data.eval_split} split)")
+    parts.append(budget)
+    if fit_train == 0:
+        return False, (f"kit: error: no training prompt fits prompt.max_prompt_tokens={cfg.prompt.max_prompt_tokens} "
+                       f"(of {len(train)}): raise it or shorten data.history_user / data.review_chars")
+    return True, "kit: config OK: " + ", ".join(parts)
+
+
 # --------------------------------------------------------------------------- CLI
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -318,7 +389,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--config", "-c", help="recipe YAML path or name in templates/recipes/ "
                     f"(default: {DEFAULT_CPU_RECIPE} without a GPU, {DEFAULT_GPU_RECIPE} with one)")
     ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
-    ap.add_argument("--validate", action="store_true", help="check the config, print it, and exit")
+    ap.add_argument("--validate", action="store_true", help="check the config, print it, count the prompts that fit, and exit")
     ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. grpo.max_steps=10 output_dir=runs/x")
     return ap.parse_args(argv)
 
@@ -341,7 +412,9 @@ def main(argv: list[str] | None = None) -> int:
             for r in cfg.rewards:
                 load_reward(r.name)
             print(dump_config(cfg), end="")
-            return 0
+            ok, verdict = validation_verdict(cfg, cfg.name)
+            print(verdict, file=sys.stdout if ok else sys.stderr)
+            return 0 if ok else 2
         run(cfg, resume=args.resume)
     except (ConfigError, RewardError) as exc:
         print(f"kit: error: {exc}", file=sys.stderr)

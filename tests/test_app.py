@@ -122,10 +122,24 @@ def test_server_through_gradio_client(server, state):
     assert "unknown user id" in unknown[0]
 
 
+def test_console_names_the_kits_share_flag(state, capsys):
+    from kit.app import launch
+
+    port = _free_port()
+    demo = launch(state, port=port, block=False)
+    try:
+        out = capsys.readouterr().out
+    finally:
+        demo.close()
+    assert f"kit: app at http://127.0.0.1:{port}/ (this machine only; add --share" in out
+    assert "share=True" not in out  # Gradio's own hint names its Python argument, not the flag
+
+
 VALUE = "(id => (document.querySelector(id + ' input') || {value: ''}).value)"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="Debian chromium not installed")
 def test_browser_selects_generates_and_shows_panels(server, state, tmp_path):
     from playwright.sync_api import sync_playwright

@@ -69,10 +69,59 @@ def test_evaluate_cli_writes_metrics_report_and_plots(smoke_run, tiny_model_dir)
     # same settings again: everything is already predicted, nothing changes
     kit_evaluate(["--run", str(smoke_run), "--split", "test", "--limit", "6", "--max-new-tokens", "8"], tiny_model_dir)
     assert json.loads((out / "metrics.json").read_text()) == metrics
-    # other settings into the same folder are refused with the fix
-    clash = kit_evaluate(["--run", str(smoke_run), "--split", "test", "--limit", "5", "--max-new-tokens", "8"],
+    # other generation settings into the same folder are refused, naming the setting and the fix
+    clash = kit_evaluate(["--run", str(smoke_run), "--split", "test", "--limit", "6", "--max-new-tokens", "9"],
                          tiny_model_dir, check=False)
     assert clash.returncode == 2 and "--out NEW_DIR" in clash.stderr
+    assert "decoding.max_new_tokens: 8 -> 9" in clash.stderr
+
+
+def test_a_smaller_limit_picks_a_subset_of_a_larger_one():
+    from kit.config import load_config
+    from kit.data import load_task_data
+
+    data = load_task_data(load_config("smoke"))
+    whole = data.splits["test"]
+
+    def pairs(frame):
+        return list(zip(frame["user_id"], frame["item_id"]))
+
+    chosen = [pairs(data.split("test", n, seed=3)) for n in (1, 2, 5, 9, 17, len(whole) - 1)]
+    assert [len(c) for c in chosen] == [1, 2, 5, 9, 17, len(whole) - 1]
+    for small, large in zip(chosen, chosen[1:]):
+        assert set(small) < set(large)
+    for n in (5, 17):
+        frame = data.split("test", n, seed=3)
+        assert frame["timestamp"].is_sorted()  # chronological inside the selection
+        assert pairs(frame) == pairs(data.split("test", n, seed=3))  # seeded
+    assert set(pairs(data.split("test", 9, seed=4))) != set(chosen[3])
+    assert pairs(data.split("test", len(whole) + 5, seed=3)) == pairs(whole)
+    # in the seeded order (what kit.evaluate walks through), a run over the whole split that stops
+    # after n pairs has done exactly the n pairs that --limit n picks
+    walk = pairs(data.split("test", None, seed=3, seeded_order=True))
+    assert sorted(walk) == sorted(pairs(whole))
+    for n in (1, 5, 17):
+        assert walk[:n] == pairs(data.split("test", n, seed=3, seeded_order=True))
+        assert set(walk[:n]) == set(pairs(data.split("test", n, seed=3)))
+
+
+def test_resume_across_a_changed_limit(smoke_run, tiny_model_dir, tmp_path):
+    out = tmp_path / "limits"
+    base = ["--run", str(smoke_run), "--split", "test", "--max-new-tokens", "8", "--no-baselines", "--out", str(out)]
+    kit_evaluate([*base, "--limit", "6"], tiny_model_dir)
+    lines = (out / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 6
+    (out / "predictions.jsonl").write_text("\n".join(lines[:3]) + "\n")  # stopped after 3 pairs
+    proc = kit_evaluate([*base, "--limit", "8"], tiny_model_dir)
+    assert "reusing 3 of 8 predictions" in proc.stdout
+    grown = (out / "predictions.jsonl").read_text().splitlines()
+    assert grown[:3] == lines[:3] and len(grown) == 8  # the 3 kept as they were, only 5 new answers
+    assert len({(json.loads(x)["user_id"], json.loads(x)["item_id"]) for x in grown}) == 8
+    assert json.loads((out / "metrics.json").read_text())["n"] == 8
+    proc = kit_evaluate([*base, "--limit", "4"], tiny_model_dir)
+    assert "reusing 4 of 4 predictions" in proc.stdout
+    assert (out / "predictions.jsonl").read_text().splitlines() == grown  # nothing generated
+    assert json.loads((out / "metrics.json").read_text())["n"] == 4
 
 
 def test_base_model_sampling_and_compare(smoke_run, tiny_model_dir, tmp_path):

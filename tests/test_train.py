@@ -111,6 +111,12 @@ def test_bad_config_fails_fast_with_one_line(override, message, tiny_model_dir, 
     assert not (tmp_path / "x").exists()  # nothing was started
 
 
-def test_validate_prints_the_resolved_config(tiny_model_dir):
+def test_validate_prints_the_resolved_config_and_a_verdict(tiny_model_dir):
     proc = kit_train(["--config", "smoke", "--validate", "grpo.max_steps=9"], tiny_model_dir)
-    assert yaml.safe_load(proc.stdout)["grpo"]["max_steps"] == 9
+    *config, verdict = proc.stdout.strip().splitlines()
+    assert yaml.safe_load("\n".join(config))["grpo"]["max_steps"] == 9
+    assert verdict.startswith("kit: config OK: smoke, 9 GRPO steps, 32 training prompts fit (of 32)")
+    assert "priming 4 SFT steps on 16 answers" in verdict and "8 of 8 evaluation prompts fit" in verdict
+    tight = kit_train(["--config", "smoke", "--validate", "prompt.max_prompt_tokens=40"], tiny_model_dir, check=False)
+    assert tight.returncode == 2
+    assert tight.stderr.strip().splitlines()[-1].startswith("kit: error: no training prompt fits")

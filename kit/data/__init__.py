@@ -37,11 +37,20 @@ class TaskData:
 
         return training_interactions(self.interactions, [self.splits["valid"], self.splits["test"]])
 
-    def split(self, name: str, limit: int | None = None, seed: int = 0) -> pl.DataFrame:
+    def split(self, name: str, limit: int | None = None, seed: int = 0, seeded_order: bool = False) -> pl.DataFrame:
+        """The split's pairs, or `limit` of them: the first `limit` of a seeded permutation, so a
+        smaller limit picks a subset of a larger one. Rows come in chronological order or, with
+        `seeded_order`, in the permutation's order: a pass over them that stops part-way has then
+        done exactly the pairs a smaller limit picks (what evaluation resume relies on)."""
         frame = self.splits[name]
-        if limit is not None and len(frame) > limit:
-            frame = frame.sample(n=limit, seed=seed).sort(["timestamp", "user_id"])
-        return frame
+        if not seeded_order and (limit is None or len(frame) <= limit):
+            return frame
+        import numpy as np
+
+        order = np.random.default_rng(seed).permutation(len(frame))[:limit]
+        if seeded_order:
+            return frame[order]
+        return frame[np.sort(order)].sort(["timestamp", "user_id"], maintain_order=True)
 
 
 def load_task_data(cfg: KitConfig) -> TaskData:
