@@ -8,6 +8,8 @@ import sys
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kit.data.prepare import PrepareOptions, load_prepared, prepare, read_prepared
 from kit.data.sources import DataError, clean_text, parse_price
@@ -173,7 +175,13 @@ def test_recipe_prepares_real_data_on_first_use(tmp_path):
     assert len(data.splits["test"]) == 2 and "P1" in data.items
 
 
-def test_columnar_fast_path_matches_the_line_reader(tmp_path):
+@pytest.mark.parametrize("block_bytes", [None, 150])  # 150: lines split across blocks, many blocks
+def test_columnar_fast_path_matches_the_line_reader(tmp_path, monkeypatch, block_bytes):
+    from kit.data import columnar
+
+    if block_bytes:
+        monkeypatch.setattr(columnar, "BLOCK_BYTES", block_bytes)
+        assert len(list(columnar.line_blocks(F.amazon2023(tmp_path / "probe", gz=True) / "Digital_Music.jsonl.gz"))) > 5
     raw = F.amazon2023(tmp_path / "raw", gz=True)
     body = gzip.decompress((raw / "Digital_Music.jsonl.gz").read_bytes()).decode().splitlines()
     clean = [x for x in body if not x.startswith('{"rating": 4.0, "user_id": "E"')]  # polars reads it whole
@@ -204,3 +212,45 @@ def test_baselines_and_app_state_on_prepared_data(tmp_path):
     state = build_state(config="smoke", data_dir=str(tmp_path / "out"))
     sample = get_sample(state, "C", parse_item_choice(item_choices(state, "C")[0]))
     assert sample["item_id"] == "2" and [h["review"] for h in sample["user_history"]] == ["", ""]
+
+
+def test_blocks_of_rows_change_nothing_in_the_prepared_files(tmp_path, monkeypatch):
+    """Samples' lists and interactions written a few rows at a time: exactly the files of one block."""
+    import pyarrow.parquet as pq
+
+    from kit.data import samples as sample_module
+    from kit.data.synthetic import make_catalog
+
+    (tmp_path / "raw").mkdir()
+    make_catalog(40, 30, 12, 0.3, 0).interactions.drop("latent_mean").write_csv(tmp_path / "raw" / "ratings.csv")
+    run("csv", tmp_path / "raw", tmp_path / "one")
+    monkeypatch.setattr(sample_module, "BLOCK_ROWS", 7)
+    run("csv", tmp_path / "raw", tmp_path / "blocks")
+    for name in ("train", "valid", "test", "items", "interactions"):
+        a = pl.read_parquet(tmp_path / "one" / f"{name}.parquet")
+        b = pl.read_parquet(tmp_path / "blocks" / f"{name}.parquet")
+        assert a.schema == b.schema and a.equals(b), name
+    assert len(pl.read_parquet(tmp_path / "one" / "train.parquet")) > 100
+    for name in ("train", "interactions"):
+        assert pq.ParquetFile(tmp_path / "blocks" / f"{name}.parquet").num_row_groups > 10
+    # histories still point at the right interaction rows
+    _, _, inter, _ = read_prepared(tmp_path / "blocks")
+    for s in pl.read_parquet(tmp_path / "blocks" / "train.parquet").head(50).iter_rows(named=True):
+        for h in s["user_history"]:
+            row = inter.row(h["ref"], named=True)
+            assert (row["user_id"], row["item_id"], row["timestamp"]) == (s["user_id"], h["item_id"], h["timestamp"])
+
+
+PIECES = [*"<>/ \t\n\xa0\u2003abpr1Hh&;=\"", "<br />", "<BR>", "<p>", "</div>", "<h2 class=x>", "< li>", "<brx>",
+          "<b>", "&amp;", "  "]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(PIECES), max_size=12).map("".join) | st.none(), min_size=1, max_size=8))
+def test_strip_markup_equals_the_plain_regex_chain(texts):
+    from kit.data.columnar import _BLOCK, strip_markup
+
+    s = pl.Series("review", texts, dtype=pl.Utf8)
+    plain = (s.fill_null("").str.replace_all(_BLOCK, " ").str.replace_all(r"<[^>]{0,200}>", "")
+             .str.replace_all(r"\s+", " ").str.strip_chars())
+    assert strip_markup(s).to_list() == plain.to_list()

@@ -5,7 +5,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kit.data.samples import build_samples, split_leave_last_out
+from kit.data.samples import build_samples, plan_samples, split_leave_last_out
 
 
 def brute_force(rows, n_user, n_item, min_history):
@@ -54,6 +54,20 @@ def test_matches_brute_force_and_never_leaks(rows, n_user, n_item, min_history):
         assert (s["user_count"], s["item_count"]) == (e["user_count"], e["item_count"])
         for h in s["user_history"] + s["item_history"]:
             assert h["timestamp"] < s["timestamp"]  # strictly earlier, ties excluded
+
+
+@settings(max_examples=60, deadline=None)
+@given(interaction_tables(), st.integers(1, 3), st.integers(0, 3), st.integers(1, 4), st.booleans())
+def test_blocks_of_targets_give_exactly_the_one_block_result(rows, n_user, n_item, block_rows, reviews):
+    whole, stats = build_samples(pl.DataFrame(rows), n_user, n_item, 0, history_reviews=reviews)
+    blocked, blocked_stats = build_samples(pl.DataFrame(rows), n_user, n_item, 0, history_reviews=reviews,
+                                           block_rows=block_rows)
+    assert blocked.equals(whole) and blocked.schema == whole.schema and blocked_stats == stats
+    plan, _ = plan_samples(pl.DataFrame(rows), n_user, n_item, 0, history_reviews=reviews)
+    sizes = [len(b) for b in plan.blocks(block_rows=block_rows)]
+    assert sum(sizes) == len(whole) and max(sizes) <= block_rows  # only one block's lists at a time
+    # a block of any targets (here: reversed) gets the same lists as in the whole build
+    assert plan.samples(plan.targets.reverse()).equals(whole.reverse())
 
 
 def test_hand_worked_example():

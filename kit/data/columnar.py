@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 from pathlib import Path
+from typing import Iterator
 
 import polars as pl
 
@@ -32,24 +33,74 @@ def fields_text(fields: dict) -> str:
 _BLOCK = r"(?i)<\s*(?:br|/?p|/?div|/?li|/?ul|/?ol|/?tr|/?td|/?h\d)\b[^>]{0,200}>"
 
 
+def strip_markup(text: pl.Series) -> pl.Series:
+    """Tags out (block tags become a space), whitespace runs collapsed, ends stripped: as
+    `clean_text` does, entities and length aside. The tag patterns run only on texts that hold
+    a '<', and whitespace is only rewritten where it is not already a single space (same result
+    as replacing every \\s+ run, five times faster)."""
+    text = text.fill_null("")
+    tagged = text.str.contains("<", literal=True).arg_true()
+    if len(tagged):
+        text = text.scatter(tagged, text.gather(tagged).str.replace_all(_BLOCK, " ")
+                            .str.replace_all(r"<[^>]{0,200}>", ""))
+    return text.str.replace_all(r"\s{2,}|[^\S ]", " ").str.strip_chars()
+
+
+BLOCK_BYTES = 64 << 20  # raw JSON read and checked at a time
+
+
+def line_blocks(path: Path, size: int | None = None) -> Iterator[bytes]:
+    """The file in blocks of whole lines, gzip inflated on the fly: memory holds one block, never
+    the whole (or the whole inflated) file, and nothing is memory-mapped."""
+    with path.open("rb") as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        stream = gzip.GzipFile(fileobj=raw) if gz else raw
+        rest = b""
+        while chunk := stream.read(size or BLOCK_BYTES):
+            chunk = rest + chunk
+            cut = chunk.rfind(b"\n") + 1
+            rest = chunk[cut:]
+            if cut:
+                yield chunk[:cut]
+        if rest.strip():
+            yield rest
+
+
 def read_reviews_columnar(path: Path, source: str, scale: tuple[float, float], review_chars: int,
                           stats: ReadStats) -> pl.DataFrame | None:
-    """Canonical interactions, or None when the file needs the line-by-line reader."""
+    """Canonical interactions, or None when the file needs the line-by-line reader.
+
+    Read, checked and cleaned block by block, so that peak memory is the kept columns plus one
+    block; `stats` is only touched once the whole file has been read."""
     fields, unit = SPECS[source]
-    with path.open("rb") as f:
-        gz = f.read(2) == b"\x1f\x8b"
     schema = {k: t for k, (_, t) in fields.items()}
-    # review text is only kept up to review_chars: cut it while reading so memory stays bounded
+    names = {v: k for k, (v, _) in fields.items()}
+    local = ReadStats()
+    frames = []
+    for block in line_blocks(path):
+        try:
+            raw = pl.read_ndjson(io.BytesIO(block), schema=schema)
+        except Exception:
+            return None
+        frames.append(_checked_block(raw, fields, names, unit, scale, review_chars, path, local))
+    stats.rows_read += local.rows_read
+    stats.rows_kept += local.rows_kept
+    stats.dropped.update(local.dropped)
+    for reason, where in local.examples.items():
+        stats.examples.setdefault(reason, where)
+    if not frames:
+        return pl.DataFrame(schema={"user_id": pl.Utf8, "item_id": pl.Utf8, "rating": pl.Float64,
+                                    "timestamp": pl.Int64, "review": pl.Utf8})
+    return pl.concat(frames, how="vertical", rechunk=False)
+
+
+def _checked_block(df: pl.DataFrame, fields: dict, names: dict, unit: str, scale: tuple[float, float],
+                   review_chars: int, path: Path, stats: ReadStats) -> pl.DataFrame:
+    """One block of raw rows -> canonical rows; bad ones counted (line numbers continue across blocks)."""
+    # review text is only kept up to review_chars: cut it first so memory stays bounded
     # (a generous margin leaves room for HTML that the cleaning below removes)
-    keep_chars = 4 * review_chars + 1000
-    try:
-        if gz:  # inflated in memory first
-            lazy = pl.read_ndjson(io.BytesIO(gzip.decompress(path.read_bytes())), schema=schema).lazy()
-        else:
-            lazy = pl.scan_ndjson(path, schema=schema)
-        df = lazy.with_columns(pl.col(fields_text(fields)).str.slice(0, keep_chars)).collect(engine="streaming")
-    except Exception:
-        return None
+    df = df.with_columns(pl.col(fields_text(fields)).str.slice(0, 4 * review_chars + 1000))
     df = df.rename({k: v for k, (v, _) in fields.items()})
     if unit == "ms":
         ts = pl.col("timestamp") // 1000
@@ -58,8 +109,8 @@ def read_reviews_columnar(path: Path, source: str, scale: tuple[float, float], r
     else:
         ts = pl.col("timestamp")
     df = df.with_columns(ts.alias("timestamp"))
+    first_line = stats.rows_read + 1
     stats.rows_read += len(df)
-    names = {v: k for k, (v, _) in fields.items()}
     checks = [(f"missing_{names['user_id']}", pl.col("user_id").is_null() | (pl.col("user_id") == "")),
               (f"missing_{names['item_id']}", pl.col("item_id").is_null() | (pl.col("item_id") == "")),
               (f"missing_{names['rating']}", pl.col("rating").is_null()),
@@ -67,7 +118,7 @@ def read_reviews_columnar(path: Path, source: str, scale: tuple[float, float], r
               ("rating_out_of_scale", (pl.col("rating") < scale[0]) | (pl.col("rating") > scale[1])
                | pl.col("rating").is_nan())]
     keep = pl.lit(True)
-    df = df.with_row_index("_line", offset=1)
+    df = df.with_row_index("_line", offset=first_line)
     for reason, bad in checks:
         hit = df.filter(keep & bad)
         if len(hit):
@@ -76,9 +127,7 @@ def read_reviews_columnar(path: Path, source: str, scale: tuple[float, float], r
         keep = keep & ~bad.fill_null(False)
     df = df.filter(keep).drop("_line")
     stats.rows_kept += len(df)
-    text = (pl.col("review").fill_null("").str.replace_all(_BLOCK, " ").str.replace_all(r"<[^>]{0,200}>", "")
-            .str.replace_all(r"\s+", " ").str.strip_chars())
-    df = df.with_columns(text.alias("review"))
+    df = df.with_columns(strip_markup(df["review"]))
     # entities and over-long texts are rare: the exact Python cleaner handles just those rows
     fix = pl.col("review").str.contains("&", literal=True) | (pl.col("review").str.len_chars() > review_chars)
     df = df.with_columns(pl.when(fix).then(pl.col("review").map_elements(

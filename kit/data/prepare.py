@@ -17,14 +17,16 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import polars as pl
 
 from kit.data import sources as S
-from kit.data.samples import build_samples, split_leave_last_out
+from kit.data import samples as samples_module
+from kit.data.samples import plan_samples, split_leave_last_out
 
 SOURCES = ("amazon2023", "amazon2018", "yelp", "movielens", "csv", "jsonl")
 ITEM_SCHEMA = {"item_id": pl.Utf8, "title": pl.Utf8, "categories": pl.List(pl.Utf8), "brand": pl.Utf8,
@@ -192,6 +194,10 @@ def prepare(opts: PrepareOptions, log=print) -> dict:
     inter, items = read_source(opts, stats, progress=bar.update)
     bar.close()
     rows_read = stats.rows_read
+    # the review texts are the bulk of the table and only go to interactions.parquet: they stay in
+    # reading order, aside, and every step below works on ids, ratings and times (`_src`: reading row)
+    reviews = inter.get_column("review")
+    inter = inter.drop("review").rechunk().with_row_index("_src")
     # duplicates: the same user rating the same item again -> keep the earliest
     before = len(inter)
     inter = inter.sort(["timestamp", "user_id", "item_id"]).unique(["user_id", "item_id"], keep="first",
@@ -206,7 +212,8 @@ def prepare(opts: PrepareOptions, log=print) -> dict:
     before = len(inter)
     inter = kcore(inter, opts.kcore)
     stats.dropped["kcore"] += before - len(inter)
-    no_meta = inter.select("item_id").unique().join(items.select("item_id"), on="item_id", how="anti")
+    no_meta = inter.select("item_id").unique(maintain_order=True).join(items.select("item_id"), on="item_id",
+                                                                       how="anti")  # first-seen order: same file each run
     # items without metadata keep their interactions, with a minimal item record
     if len(no_meta):
         items = pl.concat([items, no_meta.with_columns(
@@ -216,29 +223,43 @@ def prepare(opts: PrepareOptions, log=print) -> dict:
             pl.lit("").alias("description")).select(list(ITEM_SCHEMA))])
     items = items.join(inter.select("item_id").unique(), on="item_id", how="semi")
 
-    samples, sstats = build_samples(inter, opts.history, opts.item_history if opts.item_history is not None
+    src = inter.get_column("_src")
+    inter = inter.drop("_src")
+    step = samples_module.BLOCK_ROWS
+    with _atomic_folder(out) as tmp:
+        # the interactions go first, so that the review texts are freed before any sample is built
+        _write_parquet(tmp / "interactions.parquet", (
+            inter.slice(first, step).with_columns(reviews.gather(src.slice(first, step)).alias("review"))
+            for first in range(0, max(len(inter), 1), step)))
+        del reviews, src
+        # history lists are built (and written) one block of targets at a time: splits and caps are
+        # decided on the targets' scalar columns alone
+        plan, sstats = plan_samples(inter, opts.history, opts.item_history if opts.item_history is not None
                                     else opts.history, opts.min_history, history_reviews=False)
-    splits = split_leave_last_out(samples) if opts.split == "loo" else time_split(samples, opts.time_cut)
-    caps = {"train": opts.max_train, "valid": opts.max_valid, "test": opts.max_test}
-    for name, cap in caps.items():
-        if cap is not None and len(splits[name]) > cap:
-            splits[name] = splits[name].sample(n=cap, seed=opts.seed).sort(["timestamp", "user_id"])
+        splits = split_leave_last_out(plan.targets) if opts.split == "loo" else time_split(plan.targets, opts.time_cut)
+        caps = {"train": opts.max_train, "valid": opts.max_valid, "test": opts.max_test}
+        for name, cap in caps.items():
+            if cap is not None and len(splits[name]) > cap:
+                splits[name] = splits[name].sample(n=cap, seed=opts.seed).sort(["timestamp", "user_id"])
+        for name, targets in splits.items():
+            _write_parquet(tmp / f"{name}.parquet", plan.blocks(targets, step))
+        _write_parquet(tmp / "items.parquet", [items])
 
-    hist = inter.group_by("rating").len().sort("rating")
-    result = {
-        "source": opts.source, "rows_read": rows_read, "rows_kept": len(inter),
-        "rows_dropped": dict(sorted((k, v) for k, v in stats.dropped.items() if v)),
-        "first_example_of_each_drop": stats.examples,
-        "targets_dropped": {k: v for k, v in sstats.dropped.items()},
-        "users": inter["user_id"].n_unique(), "items": inter["item_id"].n_unique(),
-        "items_without_metadata": len(no_meta),
-        "samples": {k: len(v) for k, v in splits.items()},
-        "rating_histogram": {f"{r:g}": n for r, n in hist.iter_rows()},
-        "seconds": round(time.time() - t0, 2),
-    }
-    meta = {"source": opts.source, "scale": list(scale), "options": {k: v for k, v in asdict(opts).items()}}
-    _write_atomically(out, {**{f"{k}.parquet": v for k, v in splits.items()}, "items.parquet": items,
-                            "interactions.parquet": inter}, {"stats.json": result, "meta.json": meta})
+        hist = inter.group_by("rating").len().sort("rating")
+        result = {
+            "source": opts.source, "rows_read": rows_read, "rows_kept": len(inter),
+            "rows_dropped": dict(sorted((k, v) for k, v in stats.dropped.items() if v)),
+            "first_example_of_each_drop": stats.examples,
+            "targets_dropped": {k: v for k, v in sstats.dropped.items()},
+            "users": inter["user_id"].n_unique(), "items": inter["item_id"].n_unique(),
+            "items_without_metadata": len(no_meta),
+            "samples": {k: len(v) for k, v in splits.items()},
+            "rating_histogram": {f"{r:g}": n for r, n in hist.iter_rows()},
+            "seconds": round(time.time() - t0, 2),
+        }
+        meta = {"source": opts.source, "scale": list(scale), "options": {k: v for k, v in asdict(opts).items()}}
+        for name, obj in {"stats.json": result, "meta.json": meta}.items():
+            (tmp / name).write_text(json.dumps(obj, indent=2, default=str) + "\n")
     dropped = ", ".join(f"{k} {v}" for k, v in result["rows_dropped"].items()) or "none"
     log(f"kit: {opts.source}: read {rows_read} rows, kept {len(inter)} (dropped: {dropped}); "
         f"{result['users']} users, {result['items']} items; samples train {len(splits['train'])} / valid "
@@ -246,14 +267,30 @@ def prepare(opts: PrepareOptions, log=print) -> dict:
     return result
 
 
-def _write_atomically(out: Path, frames: dict[str, pl.DataFrame], jsons: dict[str, dict]) -> None:
+def _write_parquet(path: Path, blocks: Iterable[pl.DataFrame]) -> None:
+    """One parquet file from blocks of rows (a row group or more each): only one block in memory."""
+    import pyarrow.parquet as pq
+
+    writer = None
+    try:
+        for block in blocks:
+            table = block.to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+@contextmanager
+def _atomic_folder(out: Path) -> Iterator[Path]:
+    """A temp folder beside `out` to write into; it replaces `out` when the block ends, and is
+    removed if the block fails: an interrupted run leaves nothing half-written."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        for name, frame in frames.items():
-            frame.write_parquet(tmp / name)
-        for name, obj in jsons.items():
-            (tmp / name).write_text(json.dumps(obj, indent=2, default=str) + "\n")
+        yield tmp
         if out.exists():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)

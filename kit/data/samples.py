@@ -9,10 +9,13 @@ history entries in total, are dropped and counted.
 
 Columnar (polars + numpy) and linear in the number of rows x N: no per-row scan of
 the whole table. Interactions must already be de-duplicated per (user, item).
+`plan_samples` settles everything but the history lists, which dominate memory at scale;
+`SamplePlan.blocks` then builds them a block of targets at a time (same result as one block).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 import polars as pl
@@ -27,11 +30,15 @@ class SampleStats:
     dropped: dict[str, int] = field(default_factory=dict)
 
 
-def normalise_interactions(df: pl.DataFrame) -> pl.DataFrame:
-    """Cast to the canonical column types; a missing review becomes ''."""
+def normalise_interactions(df: pl.DataFrame, with_review: bool = True) -> pl.DataFrame:
+    """Cast to the canonical column types; a missing review becomes ''. Without `with_review`
+    the review column is dropped (histories that carry `ref` never read it)."""
     missing = [c for c in ("user_id", "item_id", "rating", "timestamp") if c not in df.columns]
     if missing:
         raise ValueError(f"interactions table lacks column(s) {missing}; needs user_id, item_id, rating, timestamp[, review]")
+    if not with_review:
+        return df.drop("review", strict=False).with_columns(
+            [pl.col(c).cast(t) for c, t in INTERACTION_COLUMNS.items() if c != "review"])
     if "review" not in df.columns:
         df = df.with_columns(pl.lit("").alias("review"))
     return df.with_columns(
@@ -39,13 +46,16 @@ def normalise_interactions(df: pl.DataFrame) -> pl.DataFrame:
     ).with_columns(pl.col("review").fill_null(""))
 
 
-def _history_windows(keys: np.ndarray, ts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For rows sorted by (key, ts): [start, end) of the last n strictly earlier rows of the same key,
-    plus the group start (so that end - group_start counts ALL earlier rows)."""
-    rows = len(keys)
+WINDOWS = ["_us", "_ue", "_is", "_ie"]  # [start, end) of each target's rows in by_user / by_item
+BLOCK_ROWS = 200_000  # targets whose history lists are built at a time
+
+
+def _history_windows(new_group: np.ndarray, ts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For rows sorted by (key, ts) (`new_group` marks each key's first row): [start, end) of the last n
+    strictly earlier rows of the same key, plus the group start (so that end - group_start counts ALL
+    earlier rows)."""
+    rows = len(new_group)
     idx = np.arange(rows)
-    new_group = np.ones(rows, dtype=bool)
-    new_group[1:] = keys[1:] != keys[:-1]
     group_start = np.maximum.accumulate(np.where(new_group, idx, 0))
     # first row of the run of equal timestamps within the group: rows at the same time are not "earlier"
     new_time = new_group.copy()
@@ -55,7 +65,14 @@ def _history_windows(keys: np.ndarray, ts: np.ndarray, n: int) -> tuple[np.ndarr
     return start, end, group_start
 
 
-def _gather_lists(source: pl.DataFrame, start: np.ndarray, end: np.ndarray, cols: list[str], name: str) -> pl.Series:
+def _first_of_key(keys: pl.Series) -> np.ndarray:
+    """True where a sorted key column starts a new key (compared in polars: no Python string objects)."""
+    new = keys.ne_missing(keys.shift(1)).to_numpy().copy()
+    new[:1] = True
+    return new
+
+
+def _gather_lists(source: pl.DataFrame, start: np.ndarray, end: np.ndarray, name: str) -> pl.Series:
     """List column: for each row r, the structs of source rows start[r]..end[r]-1 (in order).
 
     Built straight from offsets as an Arrow list array: no group-by, no join."""
@@ -65,51 +82,74 @@ def _gather_lists(source: pl.DataFrame, start: np.ndarray, end: np.ndarray, cols
     offsets = np.zeros(len(start) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     flat_idx = np.repeat(start - offsets[:-1], lengths) + np.arange(offsets[-1])
-    values = source.select(cols)[flat_idx].to_struct(name).to_arrow()
+    values = source[flat_idx].to_struct(name).to_arrow()
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     return pl.Series(name, pa.LargeListArray.from_arrays(pa.array(offsets), values))
 
 
-def build_samples(
+@dataclass
+class SamplePlan:
+    """The samples without their history lists: one row per kept target (scalar columns plus its
+    windows into the two sorted views of the table), so that the lists, which dominate memory at
+    scale, can be built and written one block of targets at a time."""
+    targets: pl.DataFrame  # output columns but the lists, then WINDOWS
+    by_user: pl.DataFrame  # item_id, rating, timestamp, review|ref; sorted by user, time, item
+    by_item: pl.DataFrame  # user_id, rating, timestamp, review|ref; sorted by item, time, user
+
+    def samples(self, targets: pl.DataFrame | None = None) -> pl.DataFrame:
+        """Complete samples of these target rows (a slice or a split of `self.targets`), in their order."""
+        t = self.targets if targets is None else targets
+        user_hist = _gather_lists(self.by_user, t["_us"].to_numpy(), t["_ue"].to_numpy(), "user_history")
+        item_hist = _gather_lists(self.by_item, t["_is"].to_numpy(), t["_ie"].to_numpy(), "item_history")
+        return t.drop(WINDOWS).with_columns(user_hist, item_hist)
+
+    def blocks(self, targets: pl.DataFrame | None = None, block_rows: int | None = None) -> Iterator[pl.DataFrame]:
+        """Complete samples of `targets`, `block_rows` at a time (an empty frame still gives one block)."""
+        t = self.targets if targets is None else targets
+        step = max(1, block_rows or BLOCK_ROWS)
+        for first in range(0, max(len(t), 1), step):
+            yield self.samples(t.slice(first, step))
+
+
+def plan_samples(
     interactions: pl.DataFrame,
     history_user: int = 10,
     history_item: int = 10,
     min_history: int = 5,
     targets: pl.DataFrame | None = None,
     history_reviews: bool = True,
-) -> tuple[pl.DataFrame, SampleStats]:
-    """Samples for every interaction (or for the (user_id, item_id) pairs in `targets`).
+) -> tuple[SamplePlan, SampleStats]:
+    """Windows, averages and drops of every target (see `build_samples`), lists not yet built."""
+    text = ["review"] if history_reviews else ["ref"]
+    df = normalise_interactions(interactions, with_review=history_reviews).with_row_index("_row")
+    df_cols = [c for c in df.columns if c != "_row"]
+    if not history_reviews:
+        df = df.with_columns(pl.col("_row").alias("ref"))
+    own = ["_row", "user_id", "item_id", "rating", "timestamp", *text]
+    rows = len(df)
 
-    With history_reviews=False, history entries carry `ref` (the row of the interaction in
-    the table passed in) instead of a copy of its review text: at scale the copies would
-    dominate memory and disk (each review appears in up to 2N histories)."""
-    df = normalise_interactions(interactions).with_row_index("_row")
-    by_user = df.sort(["user_id", "timestamp", "item_id"])
-    u_keys = by_user["user_id"].to_numpy()
-    u_start, u_end, u_group = _history_windows(u_keys, by_user["timestamp"].to_numpy(), history_user)
-    by_item = df.sort(["item_id", "timestamp", "user_id"])
-    i_start, i_end, i_group = _history_windows(by_item["item_id"].to_numpy(), by_item["timestamp"].to_numpy(), history_item)
+    def side(key: str, other: str, n: int, prefix: str) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
+        """The table sorted by (key, time, other), and per table row (by _row): windows, average, count."""
+        view = df.select(own).sort([key, "timestamp", other])
+        start, end, group = _history_windows(_first_of_key(view[key]), view["timestamp"].to_numpy(), n)
+        cum = np.zeros(rows + 1)
+        np.cumsum(view["rating"].to_numpy(), out=cum[1:])
+        count = end - group
+        with np.errstate(invalid="ignore", divide="ignore"):
+            avg = np.where(count > 0, (cum[end] - cum[group]) / np.maximum(count, 1), np.nan)
+        at = view["_row"].to_numpy()
+        per_row = {}
+        for name, values in ((f"{prefix}_avg", avg), (f"{prefix}_count", count),
+                             (f"_{prefix[0]}s", start), (f"_{prefix[0]}e", end)):
+            per_row[name] = np.empty_like(values)
+            per_row[name][at] = values  # back to table order
+        return view.select([other, "rating", "timestamp", *text]), per_row
 
-    def prefix(frame: pl.DataFrame) -> np.ndarray:
-        p = np.zeros(len(frame) + 1)
-        np.cumsum(frame["rating"].to_numpy(), out=p[1:])
-        return p
-
-    pu, pi = prefix(by_user), prefix(by_item)
-    u_count = u_end - u_group
-    i_count = i_end - i_group
-    with np.errstate(invalid="ignore", divide="ignore"):
-        u_avg = np.where(u_count > 0, (pu[u_end] - pu[u_group]) / np.maximum(u_count, 1), np.nan)
-        i_avg = np.where(i_count > 0, (pi[i_end] - pi[i_group]) / np.maximum(i_count, 1), np.nan)
-
-    user_part = by_user.select("_row").with_columns(
-        pl.Series("user_avg", u_avg), pl.Series("user_count", u_count),
-        pl.Series("_us", u_start), pl.Series("_ue", u_end))
-    item_part = by_item.select("_row").with_columns(
-        pl.Series("item_avg", i_avg), pl.Series("item_count", i_count),
-        pl.Series("_is", i_start), pl.Series("_ie", i_end))
-    merged = df.join(user_part, on="_row").join(item_part, on="_row").sort("_row")
+    by_user, user_cols = side("user_id", "item_id", history_user, "user")
+    by_item, item_cols = side("item_id", "user_id", history_item, "item")
+    merged = df.select(df_cols).with_columns(
+        *(pl.Series(k, v) for k, v in {**user_cols, **item_cols}.items()))
     if targets is not None:
         merged = merged.join(targets.select(["user_id", "item_id"]).unique(), on=["user_id", "item_id"], how="semi")
 
@@ -128,16 +168,31 @@ def build_samples(
     merged = merged.filter(keep)
     stats.kept = len(merged)
 
-    text = ["review"] if history_reviews else ["ref"]
-    by_user, by_item = (f.with_columns(pl.col("_row").alias("ref")) for f in (by_user, by_item))
-    user_hist = _gather_lists(by_user, merged["_us"].to_numpy(), merged["_ue"].to_numpy(),
-                              ["item_id", "rating", "timestamp", *text], "user_history")
-    item_hist = _gather_lists(by_item, merged["_is"].to_numpy(), merged["_ie"].to_numpy(),
-                              ["user_id", "rating", "timestamp", *text], "item_history")
-    extra = [c for c in df.columns if c not in INTERACTION_COLUMNS and c != "_row"]
-    out = merged.select(["user_id", "item_id", "timestamp", "rating", "user_avg", "item_avg",
-                         "user_count", "item_count", *extra]).with_columns(user_hist, item_hist)
-    return out, stats
+    extra = [c for c in df_cols if c not in INTERACTION_COLUMNS]
+    kept = merged.select(["user_id", "item_id", "timestamp", "rating", "user_avg", "item_avg",
+                          "user_count", "item_count", *extra, *WINDOWS])
+    return SamplePlan(kept, by_user, by_item), stats
+
+
+def build_samples(
+    interactions: pl.DataFrame,
+    history_user: int = 10,
+    history_item: int = 10,
+    min_history: int = 5,
+    targets: pl.DataFrame | None = None,
+    history_reviews: bool = True,
+    block_rows: int | None = None,
+) -> tuple[pl.DataFrame, SampleStats]:
+    """Samples for every interaction (or for the (user_id, item_id) pairs in `targets`).
+
+    With history_reviews=False, history entries carry `ref` (the row of the interaction in
+    the table passed in) instead of a copy of its review text: at scale the copies would
+    dominate memory and disk (each review appears in up to 2N histories). `block_rows` only
+    changes how many lists are built at a time, never the result."""
+    plan, stats = plan_samples(interactions, history_user, history_item, min_history, targets, history_reviews)
+    if block_rows is None:
+        return plan.samples(), stats
+    return pl.concat(list(plan.blocks(block_rows=block_rows)), how="vertical"), stats
 
 
 def split_leave_last_out(samples: pl.DataFrame, n_valid: int = 1, n_test: int = 1) -> dict[str, pl.DataFrame]:
