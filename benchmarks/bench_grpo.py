@@ -12,6 +12,8 @@ data from `kit.data`, the rewards from `kit.rewards`; only the model loading dif
   plain:   TRL loads the folder itself with a BitsAndBytesConfig (nf4, double quantization) and a
            peft LoraConfig of the same rank, alpha and target modules.
 Without vLLM on the machine both sides generate with transformers `generate`; the output says so.
+On CPU the plain side's GRPO steps cannot run (TRL 1.15 scores log-probs with a Triton-only
+kernel); its loading and generation are still measured, and the Unsloth side runs in full.
 Reported: mean step time (steps 2..N), completion tokens per second of training, generated
 tokens per second after training (the kit's `generate`, same prompts), peak memory, and the
 ratios plain / Unsloth.
@@ -36,13 +38,16 @@ from benchmarks.gpu.measure import counting_generate, peak_memory, reset_peak, r
 from benchmarks.gpu.random_models import build_random_model, tokenizer_dir_for  # noqa: E402
 
 SIDES = ("unsloth", "plain")
+PLAIN_CPU = ("not run on CPU: TRL 1.15 scores GRPO log-probs with a Triton-only fused kernel "
+             "(trl/kernels/chunked_logprob.py) that has no CPU driver; Unsloth's CPU backend replaces it, "
+             "plain TRL cannot. Loading and generation are still measured")
 DEFAULT_WORK = Path(os.environ.get("KIT_GPU_WORK", "/tmp/kit-gpu-check"))
 
 
 def bench_overrides(folder: Path, out: Path, steps: int, tiny: bool) -> list[str]:
     common = [f"output_dir={out}", "data.source=synthetic", "data.path=null", "data.prepare=null",
               f"model.name={folder}", f"grpo.max_steps={steps}", "grpo.save_steps=1000", "grpo.logging_steps=1",
-              "evaluation.enabled=false", "priming.enabled=false", "model.fast_inference=off"]
+              "evaluation.enabled=false", "priming.enabled=false", "model.fast_inference='off'"]
     if tiny:
         return common + ["data.max_train=16", "model.dtype=float32"]
     return common + ["data.max_train=64"]
@@ -147,14 +152,19 @@ def run_side(side: str, arch: str, device: str, steps: int, recipe: str, work: P
     trainer = GRPOTrainer(model=trainer_model, processing_class=tok, args=args, train_dataset=train_ds,
                           reward_funcs=[load_reward(r.name) for r in cfg.rewards], callbacks=[timer], **extra_kwargs)
     result["load_s"] = round(time.time() - t0, 1)
-    trainer.train()
-    result["train_memory"] = peak_memory(device)
     g = cfg.grpo
     gen_batch = g.generation_batch_size or g.per_device_train_batch_size * g.gradient_accumulation_steps
-    lengths = [row["completions/mean_length"] for row in trainer.state.log_history if "completions/mean_length" in row]
-    result["grpo"] = {"steps_done": trainer.state.global_step, "first_step_s": timer.seconds[0] if timer.seconds else None,
-                      "completion_mean_length": lengths,
-                      **summarize_steps(timer.seconds[1:], [x * gen_batch for x in lengths])}
+    if side == "plain" and device == "cpu":
+        result["grpo"] = {"skipped": PLAIN_CPU}
+    else:
+        trainer.train()
+        result["train_memory"] = peak_memory(device)
+        lengths = [row["completions/mean_length"] for row in trainer.state.log_history
+                   if "completions/mean_length" in row]
+        result["grpo"] = {"steps_done": trainer.state.global_step,
+                          "first_step_s": timer.seconds[0] if timer.seconds else None,
+                          "completion_mean_length": lengths,
+                          **summarize_steps(timer.seconds[1:], [x * gen_batch for x in lengths])}
 
     model = trainer.model
     model.eval()
@@ -206,6 +216,9 @@ def format_table(doc: dict) -> str:
         if "error" in res:
             rows.append(f"| {res.get('side')} | error: {res['error']} | | | |")
             continue
+        if "skipped" in res["grpo"]:
+            rows.append(f"| {res['side']} | not run (see grpo.skipped) | - | {res['generation']['tokens_per_s']} | - |")
+            continue
         rows.append(f"| {res['side']} | {res['grpo'].get('mean_step_s', '-')} | "
                     f"{res['grpo'].get('grpo_completion_tokens_per_s', '-')} | {res['generation']['tokens_per_s']} | "
                     f"{_memory(res, 'train_memory')} |")
@@ -256,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench": "GRPO steps: kit's Unsloth path vs plain transformers + peft + bitsandbytes + TRL",
         "model": args.model, "device": args.device, "recipe": args.recipe, "steps": args.steps, "overrides": args.extra,
         "note": "no vLLM here: both sides generate with transformers generate; random weights (shapes of the model)"
-                + ("; on CPU Unsloth falls back to transformers + peft itself, so ratios near 1 are expected"
+                + ("; on CPU Unsloth falls back to transformers + peft itself, and plain TRL cannot run GRPO"
                    if args.device == "cpu" else ""),
         "sides": []}
     for side in SIDES:

@@ -154,7 +154,7 @@ def test_check_runs_the_kit_path_on_cpu(tmp_path, tiny_model_dir):
     assert res["settings"]["load_in_4bit"] is True
     assert res["adapter"]["lora_B_total"] > 0 and res["adapter_attached"].startswith("PeftModel")
     gen = res["generation"]
-    assert gen["sequences"] == res["prompts"]["n"] == 4
-    assert 0 < gen["tokens"] <= 4 * 8 and gen["tokens_per_s"] > 0
+    assert gen["sequences"] == res["prompts"]["n"] == 2
+    assert 0 < gen["tokens"] <= 2 * 8 and gen["tokens_per_s"] > 0
     assert res["train_memory"]["peak_rss_mib"] > 0 and res["generation_backend"] == "transformers generate"
 

@@ -44,7 +44,8 @@ def grpo_steps(metrics_path: Path, phase: str = "grpo") -> list[dict[str, Any]]:
 
 
 def step_seconds(rows: list[dict[str, Any]]) -> list[float]:
-    """Durations of steps 2..N from the log times (step 1 has no earlier log; it also carries warm-up)."""
+    """Wall time of steps 2..N from the log times, everything included (step 1 has no earlier log
+    line; it also carries the warm-up, so it stays out of the mean either way)."""
     times = [r["time"] for r in rows]
     return [round(b - a, 3) for a, b in zip(times, times[1:])]
 
