@@ -34,7 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.gpu.measure import counting_generate, peak_memory, reset_peak, run_child, summarize_steps  # noqa: E402
+from benchmarks.gpu.measure import (counting_generate, peak_memory, reset_peak,  # noqa: E402
+                                    resolve_device_and_output, run_child, summarize_steps)
 from benchmarks.gpu.random_models import build_random_model, tokenizer_dir_for  # noqa: E402
 
 SIDES = ("unsloth", "plain")
@@ -236,28 +237,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--gen-tokens", type=int, default=None, help="new tokens per sequence in the generation test")
     ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
     ap.add_argument("--pack", type=Path, default=None, help="unpacked pack folder's tokenizers/ (check.sh sets it)")
-    ap.add_argument("--timeout", type=float, default=360, help="seconds per side before it is stopped")
+    ap.add_argument("--budget", type=float, default=540,
+                    help="seconds for both sides together (a GPU machine command may run 10 minutes); each side "
+                         "gets half, so that the second always runs")
     ap.add_argument("--json", type=Path, default=None, help="also write the JSON here (default: $OUT/bench_grpo.json)")
     ap.add_argument("--side", choices=SIDES, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.device is None:
-        import torch
-
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    resolve_device_and_output(args, "bench_grpo.json")
     args.model = args.model or ("qwen2.5-0.5b" if args.device == "cuda" else "tiny")
     tiny = args.model == "tiny"
     args.recipe = args.recipe or ("smoke" if tiny else "gpu-16gb")
     args.gen_tokens = args.gen_tokens or (16 if tiny else 128)
-    if args.json is None and os.environ.get("OUT"):
-        args.json = Path(os.environ["OUT"]) / "bench_grpo.json"
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.device == "cpu":
-        os.environ["UNSLOTH_FORCE_CPU"] = "1"
     tiny = args.model == "tiny"
     if args.side:
         res = run_side(args.side, args.model, args.device, args.steps, args.recipe, args.work, args.extra, args.pack,
@@ -279,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                "--work", str(args.work), "--gen-tokens", str(args.gen_tokens)] + \
               (["--pack", str(args.pack)] if args.pack else []) + [x for kv in args.extra for x in ("--set", kv)]
         print(f"bench: {side} side, {args.model} on {args.device}, {args.steps} GRPO steps", flush=True)
-        res = run_child(cmd, result_file, args.timeout)
+        res = run_child(cmd, result_file, args.budget / len(SIDES))
         res.setdefault("side", side)
         doc["sides"].append(res)
     ok = [r for r in doc["sides"] if "error" not in r]

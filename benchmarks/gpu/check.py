@@ -27,7 +27,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.gpu.measure import (counting_generate, grpo_steps, peak_memory, reset_peak,  # noqa: E402
-                                    run_child, step_seconds, summarize_steps)
+                                    resolve_device_and_output, run_child, step_seconds, summarize_steps)
 from benchmarks.gpu.random_models import build_random_model, tokenizer_dir_for  # noqa: E402
 
 DEFAULT_WORK = Path(os.environ.get("KIT_GPU_WORK", "/tmp/kit-gpu-check"))
@@ -172,7 +172,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--gen-tokens", type=int, default=None, help="new tokens per sequence when generating after reload")
     ap.add_argument("--work", type=Path, default=DEFAULT_WORK, help="models and runs are written here")
     ap.add_argument("--pack", type=Path, default=None, help="unpacked pack folder (for its tokenizers/)")
-    ap.add_argument("--timeout", type=float, default=420, help="seconds per model before it is stopped")
+    ap.add_argument("--budget", type=float, default=540,
+                    help="seconds for all models together (a GPU machine command may run 10 minutes): "
+                         "each model gets what is left, and results are written after each")
     ap.add_argument("--json", type=Path, default=None, help="also write the JSON here (default: $OUT/gpu_check.json)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
@@ -184,19 +186,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.recipe = args.recipe or "gpu-16gb"
     args.steps = args.steps or 5
     args.gen_tokens = args.gen_tokens or 128
-    if args.device is None:
-        import torch
-
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.json is None and os.environ.get("OUT"):
-        args.json = Path(os.environ["OUT"]) / "gpu_check.json"
+    resolve_device_and_output(args, "gpu_check.json")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.device == "cpu":
-        os.environ["UNSLOTH_FORCE_CPU"] = "1"  # also on a GPU machine: the CPU path, as asked
     if args.one:  # child: one model, result to a file
         res = run_one(args.one, args.device, args.steps, args.recipe, args.work, args.extra, args.pack,
                       args.gen_tokens, tiny=args.tiny)
@@ -205,7 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict[str, Any] = {"check": "kit GRPO path with random-weight models", "device": args.device,
                            "note": "weights are random (shapes of the named architectures); no vLLM on this "
                                    "machine unless generation_backend says so", "results": []}
+    deadline = time.time() + args.budget
     for arch in [m.strip() for m in args.models.split(",") if m.strip()]:
+        left = deadline - time.time()
+        if left < 30:
+            doc["results"].append({"model": arch, "error": f"not started: the {args.budget:.0f} s budget is spent"})
+            continue
         result_file = args.work / f"result-{arch}.json"
         args.work.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, str(Path(__file__).resolve()), "--one", arch, "--result", str(result_file),
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                "--gen-tokens", str(args.gen_tokens)] + (["--tiny"] if args.tiny else []) + \
               (["--pack", str(args.pack)] if args.pack else []) + [x for kv in args.extra for x in ("--set", kv)]
         print(f"check: {arch} on {args.device}, {args.steps} GRPO steps of recipe {args.recipe}", flush=True)
-        res = run_child(cmd, result_file, args.timeout)
+        res = run_child(cmd, result_file, left)
         res.setdefault("model", arch)
         doc["results"].append(res)
         write_json(doc, args.json)  # after every model: a later time-out keeps what was measured

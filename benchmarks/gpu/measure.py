@@ -106,6 +106,19 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+def resolve_device_and_output(args, json_name: str) -> None:
+    """Fill `args.device` (cuda when torch sees a GPU) and `args.json` ($OUT/json_name when OUT is
+    set), and send a CPU run down Unsloth's CPU path even on a GPU machine."""
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cpu":
+        os.environ["UNSLOTH_FORCE_CPU"] = "1"
+    if args.json is None and os.environ.get("OUT"):
+        args.json = Path(os.environ["OUT"]) / json_name
+
+
 def run_child(cmd: list[str], result: Path, timeout_s: float, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run one measured job in its own process (clean peak memory, no patching across jobs) and
     read the JSON it leaves in `result`; a crash or a time-out comes back as an error entry."""
