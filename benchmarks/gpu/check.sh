@@ -18,12 +18,14 @@ MODE=check
 case "${1:-}" in check|bench|install) MODE=$1; shift ;; esac
 
 [ -f "$PACK/pack.tar.xz" ] || { echo "check: $PACK/pack.tar.xz is missing: run benchmarks/gpu/pack.sh here first and carry $PACK" >&2; exit 2; }
+# One stamp per archive: a second archive (a pack split over two runs on a machine that stays up)
+# adds its wheels to the same folder instead of replacing the first one's.
 STAMP="$SITE/.installed-$(sha256sum "$PACK/pack.tar.xz" | cut -c1-16)"
 if [ ! -f "$STAMP" ]; then
   t0=$(date +%s)
-  rm -rf "$UNPACKED" "$SITE" && mkdir -p "$UNPACKED" "$SITE"
+  mkdir -p "$UNPACKED" "$SITE"
   "$PY" -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='data')" "$PACK/pack.tar.xz" "$UNPACKED"
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --disable-pip-version-check \
+  "$PY" -m pip install -q --upgrade --no-index --no-deps --no-compile --no-cache-dir --disable-pip-version-check \
       --target "$SITE" "$UNPACKED"/wheels/*.whl
   touch "$STAMP"
   echo "check: installed $(ls "$UNPACKED"/wheels | wc -l) carried wheels into $SITE in $(( $(date +%s) - t0 )) s"
