@@ -101,7 +101,7 @@ def run_side(side: str, arch: str, device: str, steps: int, recipe: str, work: P
 
     from kit.config import load_config
     from kit.data import load_task_data, sample_messages, to_prompt_dataset
-    from kit.model import LoadedModel, generate
+    from kit.model import LoadedModel, _Shared, generate
     from kit.prompts import render_chat
     from kit.rewards import load_reward
     from kit.train import grpo_args
@@ -173,7 +173,8 @@ def run_side(side: str, arch: str, device: str, steps: int, recipe: str, work: P
     reset_peak(device)
     frame = data.split(cfg.data.eval_split, 8, seed=cfg.seed)
     prompts = [render_chat(tok, sample_messages(row, data, cfg)) for row in frame.iter_rows(named=True)]
-    loaded = LoadedModel(model=model, tokenizer=tok, device=device, fast_inference=False, source=str(folder))
+    loaded = LoadedModel(shared=_Shared(model=model, tokenizer=tok, device=device, fast_inference=False, source=str(folder)),
+                         live_adapter=True)
     eos = {tok.eos_token_id}
     with counting_generate(model, eos) as stats:
         generate(loaded, prompts, max_new_tokens=gen_tokens, temperature=1.0, batch_size=len(prompts), progress=False)
