@@ -20,7 +20,7 @@ import math
 import statistics
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import polars as pl
 
@@ -29,7 +29,7 @@ from kit.data import TaskData, sample_messages
 from kit.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from kit.metrics import rating_metrics
 from kit.prompts import render_chat
-from kit.rewards import parse_answer
+from kit.rewards import STYLES, parse_answer
 
 METRIC_KEYS = ("n", "mae", "rmse", "format_failure_rate", "exact_match", "within_one", "valid_mae", "valid_rmse")
 
@@ -64,36 +64,58 @@ def parse_completions(row: dict, completions: list[str], data: TaskData, style: 
     return record
 
 
+def answer_end(style: str) -> str:
+    """The closing tag after which an answer in this prompt style is complete (`</rate>`)."""
+    return f"</{STYLES[style][-1]}>"
+
+
 def predict(loaded: Any, frame: pl.DataFrame, data: TaskData, cfg: KitConfig, desc: str = "evaluating",
-            n_samples: int = 1, temperature: float = 0.0, sink: Path | None = None) -> list[dict]:
+            n_samples: int = 1, temperature: float = 0.0, sink: Path | None = None,
+            known: dict[str, dict] | None = None, progress: Callable[[int], None] | None = None) -> list[dict]:
     """Answers for every sample in `frame` (greedy, or n sampled answers per pair), parsed.
 
     With a `sink`, records are appended to it batch by batch and pairs already there are
-    skipped: an interrupted evaluation resumes where it stopped."""
-    from tqdm.auto import tqdm
-
+    skipped: an interrupted evaluation resumes where it stopped. `known` holds records made
+    earlier with the same model and settings (keyed by user and item); they are reused too.
+    Prompts are generated in batches of similar length (longest first, less padding) and each
+    answer stops once it has written its closing rating tag; records come back in frame order.
+    `progress(n)` is called after each batch with the pairs done so far (a console bar by default)."""
     from kit.model import generate
 
     if n_samples > 1 and temperature <= 0:
         raise ValueError("sampling n answers per pair needs a temperature > 0 (e.g. --temperature 0.7)")
-    done = {_key(r): r for r in read_jsonl(sink)} if sink else {}
+    done = dict(known or {})
+    if sink:
+        done.update({_key(r): r for r in read_jsonl(sink)})
     rows = [r for r in frame.iter_rows(named=True)]
     todo = [r for r in rows if _key(r) not in done]
+    prompts = [render_chat(loaded.tokenizer, sample_messages(r, data, cfg)) for r in todo]
+    lengths = [len(ids) for ids in loaded.tokenizer(prompts, add_special_tokens=False)["input_ids"]] if prompts else []
+    order = sorted(range(len(todo)), key=lambda k: -lengths[k])
     batch = max(1, cfg.evaluation.batch_size // n_samples)
-    bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc=desc, unit="pair")
-    for start in range(0, len(todo), batch):
-        chunk = todo[start:start + batch]
-        prompts = [render_chat(loaded.tokenizer, sample_messages(r, data, cfg)) for r in chunk]
-        texts = generate(loaded, [p for p in prompts for _ in range(n_samples)],
+    bar = None
+    if progress is None:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc=desc, unit="pair")
+    for start in range(0, len(order), batch):
+        picked = order[start:start + batch]
+        texts = generate(loaded, [prompts[k] for k in picked for _ in range(n_samples)],
                          max_new_tokens=cfg.evaluation.max_new_tokens, temperature=temperature,
-                         batch_size=cfg.evaluation.batch_size, seed=cfg.seed + start, progress=False)
-        for k, r in enumerate(chunk):
-            record = parse_completions(r, texts[k * n_samples:(k + 1) * n_samples], data, cfg.prompt.style)
+                         batch_size=cfg.evaluation.batch_size, seed=cfg.seed + start, progress=False,
+                         stop=(answer_end(cfg.prompt.style),))
+        for j, k in enumerate(picked):
+            r = todo[k]
+            record = parse_completions(r, texts[j * n_samples:(j + 1) * n_samples], data, cfg.prompt.style)
             done[_key(r)] = record
             if sink:
                 append_jsonl(sink, record)
-        bar.update(len(chunk))
-    bar.close()
+        if bar is not None:
+            bar.update(len(picked))
+        else:
+            progress(len(rows) - len(todo) + start + len(picked))
+    if bar is not None:
+        bar.close()
     return [done[_key(r)] for r in rows]
 
 
