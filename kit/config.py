@@ -184,6 +184,17 @@ class EvalConfig(_Strict):
     before_training: bool = True
 
 
+class BudgetConfig(_Strict):
+    """A wall-clock budget for the whole run (kit.budget): the recipe's sizes become upper bounds."""
+
+    minutes: Optional[float] = Field(None, gt=0, description="fit the run into this many minutes "
+                                     "(shrinking priming steps, GRPO steps and evaluation pairs, each said); "
+                                     "null: run the recipe's sizes as they are")
+    min_eval_pairs: int = Field(8, ge=1, description="never evaluate on fewer pairs than this (or the recipe's)")
+    min_grpo_steps: int = Field(2, ge=1, description="never fewer GRPO steps than this (or the recipe's)")
+    min_priming_epochs: float = Field(1.0, gt=0, description="never fewer priming epochs than this (or the recipe's)")
+
+
 class KitConfig(_Strict):
     name: str = "run"
     output_dir: str = "runs/run"
@@ -197,6 +208,9 @@ class KitConfig(_Strict):
     grpo: GRPOSettings = GRPOSettings()
     rewards: list[RewardSpec] = [RewardSpec(name="format"), RewardSpec(name="rating")]
     evaluation: EvalConfig = EvalConfig()
+    budget: BudgetConfig = BudgetConfig()
+    resolved: dict[str, Any] = Field(default_factory=dict, description="written by kit.train: what 'auto' "
+                                     "settings became on the machine that ran it, and why (read back, never used)")
 
     @model_validator(mode="after")
     def _budget(self):

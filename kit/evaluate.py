@@ -20,7 +20,7 @@ import math
 import statistics
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import polars as pl
 
@@ -28,7 +28,7 @@ from kit.config import ConfigError, KitConfig, config_for_run
 from kit.data import FittedPrompt, TaskData, fit_prompt
 from kit.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from kit.metrics import rating_metrics
-from kit.rewards import parse_answer
+from kit.rewards import STYLES, parse_answer
 
 METRIC_KEYS = ("n", "mae", "rmse", "format_failure_rate", "exact_match", "within_one", "valid_mae", "valid_rmse")
 
@@ -68,20 +68,31 @@ def prompt_budget(cfg: KitConfig) -> int:
     return cfg.model.max_seq_length - cfg.evaluation.max_new_tokens
 
 
-def answer_rows(loaded: Any, rows: list[dict], data: TaskData, cfg: KitConfig, n_samples: int = 1,
-                temperature: float = 0.0, seed: int = 0) -> list[tuple[list[str], FittedPrompt]]:
-    """n answers per row, its prompt fitted to the budget first (oldest history left out). A
+def answer_end(style: str) -> str:
+    """The closing tag after which an answer in this prompt style is complete (`</rate>`)."""
+    return f"</{STYLES[style][-1]}>"
+
+
+def _answers(loaded: Any, fitted: list[FittedPrompt], cfg: KitConfig, n_samples: int, temperature: float,
+             seed: int) -> list[list[str]]:
+    """n answers per fitted prompt, each stopped once it has written its closing rating tag. A
     prompt that cannot fit is not sent: its answers are empty, so it counts as malformed
     (scored with the fallback, never with the truth) and as too long."""
     from kit.model import generate
 
-    fitted = [fit_prompt(r, data, cfg, loaded.tokenizer, prompt_budget(cfg)) for r in rows]
     ready = [f.text for f in fitted if f.text is not None]
     texts = iter(generate(loaded, ready, max_new_tokens=cfg.evaluation.max_new_tokens, temperature=temperature,
-                          batch_size=cfg.evaluation.batch_size, seed=seed, progress=False, n=n_samples)
+                          batch_size=cfg.evaluation.batch_size, seed=seed, progress=False, n=n_samples,
+                          stop=(answer_end(cfg.prompt.style),))
                  if ready else [])
-    return [([next(texts) for _ in range(n_samples)] if f.text is not None else [""] * n_samples, f)
-            for f in fitted]
+    return [[next(texts) for _ in range(n_samples)] if f.text is not None else [""] * n_samples for f in fitted]
+
+
+def answer_rows(loaded: Any, rows: list[dict], data: TaskData, cfg: KitConfig, n_samples: int = 1,
+                temperature: float = 0.0, seed: int = 0) -> list[tuple[list[str], FittedPrompt]]:
+    """n answers per row, its prompt fitted to the budget first (oldest history left out)."""
+    fitted = [fit_prompt(r, data, cfg, loaded.tokenizer, prompt_budget(cfg)) for r in rows]
+    return list(zip(_answers(loaded, fitted, cfg, n_samples, temperature, seed), fitted))
 
 
 def fit_fields(fitted: FittedPrompt) -> dict:
@@ -91,31 +102,57 @@ def fit_fields(fitted: FittedPrompt) -> dict:
     return {"history_dropped": fitted.dropped} if fitted.dropped else {}
 
 
+PAIRS_PER_WINDOW = 4  # batches sorted together by prompt length
+
+
 def predict(loaded: Any, frame: pl.DataFrame, data: TaskData, cfg: KitConfig, desc: str = "evaluating",
-            n_samples: int = 1, temperature: float = 0.0, sink: Path | None = None) -> list[dict]:
+            n_samples: int = 1, temperature: float = 0.0, sink: Path | None = None,
+            known: dict[str, dict] | None = None, progress: Callable[[int], None] | None = None) -> list[dict]:
     """Answers for every sample in `frame` (greedy, or n sampled answers per pair), parsed.
 
     With a `sink`, records are appended to it batch by batch and pairs already there are
-    skipped: an interrupted evaluation resumes where it stopped."""
-    from tqdm.auto import tqdm
-
+    skipped: an interrupted evaluation resumes where it stopped. `known` holds records made
+    earlier with the same model and settings (keyed by user and item); they are reused too.
+    Pairs go out in frame order, a window of a few batches at a time; inside a window the
+    longest prompts go first (less padding), so a stopped run has finished whole windows from
+    the front and a smaller --limit reuses them. Records come back in frame order.
+    `progress(n)` is called after each batch with the pairs done so far (a console bar by default)."""
     if n_samples > 1 and temperature <= 0:
         raise ValueError("sampling n answers per pair needs a temperature > 0 (e.g. --temperature 0.7)")
-    done = {_key(r): r for r in read_jsonl(sink)} if sink else {}
+    done = dict(known or {})
+    if sink:
+        done.update({_key(r): r for r in read_jsonl(sink)})
     rows = [r for r in frame.iter_rows(named=True)]
     todo = [r for r in rows if _key(r) not in done]
     batch = max(1, cfg.evaluation.batch_size // n_samples)
-    bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc=desc, unit="pair")
-    for start in range(0, len(todo), batch):
-        chunk = todo[start:start + batch]
-        answers = answer_rows(loaded, chunk, data, cfg, n_samples, temperature, seed=cfg.seed + start)
-        for r, (completions, fitted) in zip(chunk, answers):
-            record = {**parse_completions(r, completions, data, cfg.prompt.style), **fit_fields(fitted)}
-            done[_key(r)] = record
-            if sink:
-                append_jsonl(sink, record)
-        bar.update(len(chunk))
-    bar.close()
+    window = batch * PAIRS_PER_WINDOW
+    bar = None
+    if progress is None:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc=desc, unit="pair")
+    finished = len(rows) - len(todo)
+    for wstart in range(0, len(todo), window):
+        pending = todo[wstart:wstart + window]
+        fitted = [fit_prompt(r, data, cfg, loaded.tokenizer, prompt_budget(cfg)) for r in pending]
+        order = sorted(range(len(pending)), key=lambda k: -fitted[k].tokens)
+        for bstart in range(0, len(order), batch):
+            picked = order[bstart:bstart + batch]
+            answers = _answers(loaded, [fitted[k] for k in picked], cfg, n_samples, temperature,
+                               seed=cfg.seed + wstart + bstart)
+            for k, completions in zip(picked, answers):
+                r = pending[k]
+                record = {**parse_completions(r, completions, data, cfg.prompt.style), **fit_fields(fitted[k])}
+                done[_key(r)] = record
+                if sink:
+                    append_jsonl(sink, record)
+            finished += len(picked)
+            if bar is not None:
+                bar.update(len(picked))
+            else:
+                progress(finished)
+    if bar is not None:
+        bar.close()
     return [done[_key(r)] for r in rows]
 
 

@@ -102,13 +102,12 @@ def check_device(device: str, cfg: ModelConfig) -> str:
 
 
 def _dtype(name: str):
+    """The torch dtype for `model.dtype` on this machine (kit.precision: bf16 only where it is native)."""
     import torch
 
-    if name == "auto":
-        if has_gpu():
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16  # measured faster than fp32 on CPU
-    return getattr(torch, name)
+    from kit.precision import resolve_precision
+
+    return getattr(torch, resolve_precision(name, has_gpu()).dtype)
 
 
 def _want_vllm(cfg: ModelConfig) -> bool:
@@ -151,6 +150,7 @@ def _shared_base(cfg: ModelConfig, device: str = "auto") -> _Shared:
     model, tokenizer = FastLanguageModel.from_pretrained(**kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.clean_up_tokenization_spaces = False  # a WordPiece clean-up; on BPE it only warns (or corrupts)
     _MODELS[key] = _Shared(model=model, tokenizer=tokenizer, device=resolved, fast_inference=fast, source=source)
     return _MODELS[key]
 
@@ -274,18 +274,21 @@ def adapter_context(loaded: LoadedModel, use_adapter: bool = True) -> Iterator[A
 
 def generate(loaded: LoadedModel, prompts: Sequence[str], max_new_tokens: int = 256, temperature: float = 0.0,
              top_p: float = 1.0, batch_size: int = 8, seed: int = 0, adapter_dir: str | Path | None = None,
-             progress: bool = True, desc: str = "generating", use_adapter: bool = True, n: int = 1) -> list[str]:
+             progress: bool = True, desc: str = "generating", use_adapter: bool = True, n: int = 1,
+             stop: Sequence[str] = ()) -> list[str]:
     """Completions for chat-rendered prompt texts; greedy when temperature is 0.
     `n` answers per prompt, grouped by prompt (distinct draws when sampling).
     `use_adapter=False` answers with the base model (same weights in memory, LoRA switched off);
-    `adapter_dir` answers with that saved adapter instead of the handle's."""
+    `adapter_dir` answers with that saved adapter instead of the handle's.
+    `stop`: strings after which an answer is complete (kept in its text)."""
     if adapter_dir is not None:
         loaded = LoadedModel(loaded.shared, adapter_dir=str(adapter_dir))
     if loaded.fast_inference:
-        return _generate_vllm(loaded, prompts, max_new_tokens, temperature, top_p, seed, use_adapter, n)
+        return _generate_vllm(loaded, prompts, max_new_tokens, temperature, top_p, seed, use_adapter, n, stop)
     expanded = [p for p in prompts for _ in range(n)]
     with adapter_context(loaded, use_adapter):
-        return _generate_hf(loaded, expanded, max_new_tokens, temperature, top_p, batch_size, seed, progress, desc)
+        return _generate_hf(loaded, expanded, max_new_tokens, temperature, top_p, batch_size, seed, progress, desc,
+                            stop)
 
 
 def stream_generate(loaded: LoadedModel, prompt: str, max_new_tokens: int = 256, temperature: float = 0.0,
@@ -329,19 +332,23 @@ def stream_generate(loaded: LoadedModel, prompt: str, max_new_tokens: int = 256,
         raise errors[0]
 
 
-def _generate_vllm(loaded, prompts, max_new_tokens, temperature, top_p, seed, use_adapter, n):
+def _generate_vllm(loaded, prompts, max_new_tokens, temperature, top_p, seed, use_adapter, n, stop=()):
     """One request per prompt with n answers: vLLM seeds the k-th answer with seed + k, so the
     n answers differ (n copies of a prompt under one seed would be n identical answers)."""
     from vllm import SamplingParams
 
-    params = SamplingParams(n=n, max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    params = SamplingParams(n=n, max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                            stop=list(stop) or None, include_stop_str_in_output=True)
     adapter = loaded.adapter_dir if use_adapter else None
     lora_request = _lora_request(loaded.shared, adapter) if adapter else None
     outputs = loaded.model.fast_generate(list(prompts), sampling_params=params, lora_request=lora_request)
     return [c.text for o in outputs for c in o.outputs]
 
 
-def _generate_hf(loaded, prompts, max_new_tokens, temperature, top_p, batch_size, seed, progress, desc):
+def _generate_hf(loaded, prompts, max_new_tokens, temperature, top_p, batch_size, seed, progress, desc, stop=()):
+    """transformers `generate` in batches, without autograd bookkeeping (inference_mode). Each
+    sequence stops at its end-of-turn token or once it has written one of `stop` (its text then
+    ends with that string); a finished sequence is padded while the rest of its batch goes on."""
     import torch
     from tqdm.auto import tqdm
 
@@ -351,14 +358,16 @@ def _generate_hf(loaded, prompts, max_new_tokens, temperature, top_p, batch_size
     device = next(model.parameters()).device
     out: list[str] = []
     batches = range(0, len(prompts), batch_size)
+    stopping = {"stop_strings": list(stop), "tokenizer": tok} if stop else {}
     for start in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
         chunk = list(prompts[start:start + batch_size])
         enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         sampling = temperature > 0
-        with torch.no_grad():
+        with torch.inference_mode():
             ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=sampling,
                                  temperature=temperature if sampling else None, top_p=top_p if sampling else None,
-                                 top_k=None, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+                                 top_k=None, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                                 **stopping)
         new = ids[:, enc["input_ids"].shape[1]:]
-        out += tok.batch_decode(new, skip_special_tokens=True)
+        out += tok.batch_decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)
     return out

@@ -1,25 +1,33 @@
 """`python -m kit.train [--config RECIPE] [--resume] [key=value ...]`
 
 Format priming (optional SFT on reference answers), then GRPO with the recipe's rewards,
-then the same held-out evaluation before and after. Output directory:
-config.yaml, metrics.jsonl, completions.jsonl, checkpoints/, adapter/, eval_*.json, summary.json.
+then the same held-out evaluation before and after. With `budget.minutes` the stages are
+sized to fit (kit.budget). The console shows one bar per stage; the rest goes to the run
+folder: config.yaml, plan.json, train.log, metrics.jsonl, completions.jsonl, checkpoints/,
+adapter/, eval_*.json, summary.json.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import math
-import os
-import sys
 import time
-from pathlib import Path
-from typing import Any, Callable
 
-import kit.runtime  # noqa: F401  (unsloth before trl/transformers/peft)
-from kit.config import ConfigError, KitConfig, dump_config, load_config
-from kit.data import to_prompt_dataset
-from kit.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
-from kit.rewards import RewardError, load_reward
+STARTED = time.time()  # a time budget counts from here: the heavy imports below are part of a run
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Callable  # noqa: E402
+
+import kit.runtime  # noqa: F401,E402  (unsloth before trl/transformers/peft)
+from kit.budget import Costs, Deadline, Plan, Sizes, Timeline, grpo_step_estimate, make_plan, priming_steps  # noqa: E402
+from kit import stage_cache  # noqa: E402
+from kit.config import ConfigError, KitConfig, dump_config, load_config  # noqa: E402
+from kit.data import to_prompt_dataset  # noqa: E402
+from kit.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl  # noqa: E402
+from kit.progress import Console, drop_default_bars, format_duration, trainer_progress  # noqa: E402
+from kit.rewards import RewardError, load_reward  # noqa: E402
 
 DEFAULT_CPU_RECIPE = "cpu-demo"
 DEFAULT_GPU_RECIPE = "gpu-16gb"
@@ -40,32 +48,54 @@ def metrics_callback(path: Path, phase: str):
     return MetricsToJsonl()
 
 
-def with_completion_log(rewards: list[Callable], every: int, path: Path, out=print) -> list[Callable]:
-    """Wrap the first reward so that every N steps one sampled completion and its reward
-    breakdown go to completions.jsonl and the console (TRL's own table every step is slow)."""
-    if not rewards:
-        return rewards
-    first, last_step = rewards[0], {"step": -1}
+class RewardWatch:
+    """Wraps the first reward: records the share of format-valid completions of each step (for
+    the console), and every N steps writes one sampled completion with its reward breakdown to
+    completions.jsonl and the log (TRL's own table every step is slow)."""
 
-    def logged(completions, **kwargs):
-        values = first(completions, **kwargs)
+    def __init__(self, rewards: list[Callable], every: int, path: Path, out=print, style: str = "reczero"):
+        self.rewards, self.every, self.path, self.out, self.style = rewards, every, path, out, style
+        self.last_step = -1
+        self.valid_share: float | None = None
+
+    def wrapped(self) -> list[Callable]:
+        if not self.rewards:
+            return self.rewards
+        first = self.rewards[0]
+
+        def logged(completions, **kwargs):
+            values = first(completions, **kwargs)
+            self._watch(first, values, completions, kwargs)
+            return values
+
+        logged.__name__ = first.__name__
+        return [logged, *self.rewards[1:]]
+
+    def _watch(self, first, values, completions, kwargs) -> None:
+        from kit.rewards import _scales, completion_text, parse_answer
+
+        if not completions:
+            return
+        scales = _scales(kwargs, len(completions))
+        valid = [parse_answer(c, scale, self.style).valid for c, scale in zip(completions, scales)]
+        self.valid_share = sum(valid) / len(valid)
         state = kwargs.get("trainer_state")
         step = getattr(state, "global_step", None)
-        if step is not None and step % every == 0 and step != last_step["step"] and completions:
-            last_step["step"] = step
-            one = {k: (v[:1] if isinstance(v, list) else v) for k, v in kwargs.items() if k != "trainer_state"}
-            breakdown = {fn.__name__: fn([completions[0]], **one)[0] for fn in rewards[1:]}
-            breakdown[first.__name__] = values[0]
-            from kit.rewards import completion_text
+        if step is None or step % self.every or step == self.last_step:
+            return
+        self.last_step = step
+        one = {k: (v[:1] if isinstance(v, list) else v) for k, v in kwargs.items() if k != "trainer_state"}
+        breakdown = {fn.__name__: fn([completions[0]], **one)[0] for fn in self.rewards[1:]}
+        breakdown[first.__name__] = values[0]
+        text = completion_text(completions[0])
+        record = {"step": step, "rating": one.get("rating", [None])[0], "rewards": breakdown, "completion": text}
+        append_jsonl(self.path, record)
+        self.out(f"[step {step}] true rating {record['rating']} rewards {json.dumps(breakdown)}\n{text[:600]}")
 
-            text = completion_text(completions[0])
-            record = {"step": step, "rating": one.get("rating", [None])[0], "rewards": breakdown, "completion": text}
-            append_jsonl(path, record)
-            out(f"\n[step {step}] true rating {record['rating']} rewards {json.dumps(breakdown)}\n{text[:600]}\n")
-        return values
 
-    logged.__name__ = first.__name__
-    return [logged, *rewards[1:]]
+def with_completion_log(rewards: list[Callable], every: int, path: Path, out=print) -> list[Callable]:
+    """The rewards, the first one wrapped by a RewardWatch (see there)."""
+    return RewardWatch(rewards, every, path, out).wrapped()
 
 
 # --------------------------------------------------------------------------- phases
@@ -81,27 +111,38 @@ def _device_flags() -> dict:
     return {"bf16": bf16, "fp16": not bf16}
 
 
-def run_priming(cfg: KitConfig, lm, data, out: Path) -> dict:
-    """Supervised format priming on reference answers (loss on the answer only)."""
+def priming_dataset(cfg: KitConfig, lm, data):
+    """The priming examples: `priming.traces`, or the synthetic catalog's reference answers."""
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
 
     p = cfg.priming
     if p.traces:
         records = read_jsonl(Path(p.traces))
-        ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in records][: p.samples])
-    else:
-        frame = data.split("train", p.samples, seed=cfg.seed + 1)
-        ds, _ = to_prompt_dataset(frame, data, cfg, lm.tokenizer, with_reference=True)
-        ds = ds.select_columns(["prompt", "completion"])
+        return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in records][: p.samples])
+    frame = data.split("train", p.samples, seed=cfg.seed + 1)
+    ds, _ = to_prompt_dataset(frame, data, cfg, lm.tokenizer, with_reference=True)
+    return ds.select_columns(["prompt", "completion"])
+
+
+def run_priming(cfg: KitConfig, lm, data, out: Path, max_steps: int = -1, callbacks: list | None = None,
+                quiet: bool = False) -> dict:
+    """Supervised format priming on reference answers (loss on the answer only); `max_steps`
+    cuts the recipe's epochs short (a time budget), -1 keeps them."""
+    from trl import SFTConfig, SFTTrainer
+
+    p = cfg.priming
+    ds = priming_dataset(cfg, lm, data)
     args = SFTConfig(
-        output_dir=str(out / "priming"), num_train_epochs=p.epochs, per_device_train_batch_size=p.batch_size,
+        output_dir=str(out / "priming"), num_train_epochs=p.epochs, max_steps=max_steps,
+        per_device_train_batch_size=p.batch_size,
         gradient_accumulation_steps=p.gradient_accumulation_steps, learning_rate=p.learning_rate,
         lr_scheduler_type="linear", warmup_steps=0, logging_steps=max(1, cfg.grpo.logging_steps),
         save_strategy="no", report_to=[], seed=cfg.seed, max_length=cfg.model.max_seq_length,
         completion_only_loss=True, dataset_num_proc=1, **_device_flags())
     trainer = SFTTrainer(model=lm.model, args=args, train_dataset=ds, processing_class=lm.tokenizer,
-                         callbacks=[metrics_callback(out / "metrics.jsonl", "priming")])
+                         callbacks=[metrics_callback(out / "metrics.jsonl", "priming"), *(callbacks or [])])
+    if quiet:
+        drop_default_bars(trainer)
     t0 = time.time()
     result = trainer.train()
     lm.model.save_pretrained(str(out / "priming" / "adapter"))
@@ -109,13 +150,14 @@ def run_priming(cfg: KitConfig, lm, data, out: Path) -> dict:
             "samples": len(ds)}
 
 
-def grpo_args(cfg: KitConfig, out: Path, use_vllm: bool):
-    """Every GRPO setting the kit relies on, set explicitly (Unsloth changes some defaults)."""
+def grpo_args(cfg: KitConfig, out: Path, use_vllm: bool, max_steps: int | None = None):
+    """Every GRPO setting the kit relies on, set explicitly (Unsloth changes some defaults).
+    `max_steps` (a time budget's) replaces grpo.max_steps."""
     from trl import GRPOConfig
 
     g = cfg.grpo
     return GRPOConfig(
-        output_dir=str(out / "checkpoints"), max_steps=g.max_steps, learning_rate=g.learning_rate,
+        output_dir=str(out / "checkpoints"), max_steps=max_steps or g.max_steps, learning_rate=g.learning_rate,
         lr_scheduler_type=g.lr_scheduler_type, warmup_steps=g.warmup_steps, weight_decay=g.weight_decay,
         max_grad_norm=g.max_grad_norm, optim=g.optim, adam_beta1=0.9, adam_beta2=0.99,
         per_device_train_batch_size=g.per_device_train_batch_size,
@@ -155,15 +197,24 @@ def last_checkpoint(out: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def _evaluate(cfg, lm, data, out: Path, name: str, log=print) -> dict:
+def eval_frame(data, cfg: KitConfig, n: int):
+    """The held-out pairs of an evaluation round: the recipe's seeded sample, or, when a budget
+    asks for fewer, its first n by the same seed (a smaller n is a subset of a larger one)."""
+    return data.split(cfg.data.eval_split, min(n, cfg.evaluation.samples), seed=cfg.seed)
+
+
+def _evaluate(cfg, lm, data, out: Path, name: str, frame=None, known: dict | None = None,
+              console: Console | None = None) -> dict:
     """Greedy answers on the held-out pairs, parsed and scored. A result on disk is reused only
     when the settings that made it (model, dtype, adapter in memory, pairs, decoding, prompt,
     data) match this run's; otherwise it is recomputed with a note saying what differs."""
     from kit import stage_cache
     from kit.evaluate import predict, score_predictions
 
+    log = console.say if console else print
     path = out / f"eval_{name}.json"
-    frame = data.split(cfg.data.eval_split, cfg.evaluation.samples, seed=cfg.seed)
+    if frame is None:
+        frame = eval_frame(data, cfg, cfg.evaluation.samples)
     settings = {**stage_cache.eval_settings(cfg, stage_cache.model_dtype(lm.model, cfg.model.dtype),
                                             lm.adapter_dir, cfg.data.eval_split, data.scale),
                 "pairs": stage_cache.pairs_digest(frame), "n": len(frame)}
@@ -171,12 +222,76 @@ def _evaluate(cfg, lm, data, out: Path, name: str, log=print) -> dict:
         return json.loads(path.read_text())["metrics"]
     stage_cache.forget(path)
     lm.model.eval()
-    rows = predict(lm, frame, data, cfg, desc=f"eval ({name})")
+    bar = console.bar(f"evaluation ({name})", len(frame), "pair") if console and not console.verbose else None
+    progress = None
+    if bar is not None:
+        def progress(done: int) -> None:
+            bar.update(done - bar.n)
+
+    rows = predict(lm, frame, data, cfg, desc=f"eval ({name})", known=known, progress=progress)
     metrics = score_predictions(rows, data.scale)
+    if bar is not None:
+        bar.set_postfix_str(f"valid {metrics['valid_n']}/{metrics['n']}, MAE {metrics['mae']:.3f}")
+        bar.close()
     write_jsonl(out / f"predictions_{name}.jsonl", rows)
     atomic_write_json(path, {"metrics": metrics, "split": cfg.data.eval_split})
     stage_cache.remember(path, settings)
     return metrics
+
+
+def calibrate(cfg: KitConfig, lm, data, priming_ds) -> tuple[dict, dict]:
+    """Measure this machine on work the run needs anyway: the first evaluation batch with the
+    base model (its answers are kept for the first round), and one training step's forward and
+    backward pass over a priming batch (or, without priming, over prompts with those answers);
+    no optimizer step, so the weights do not move. Returns (figures, reusable answers)."""
+    from kit.data import sample_messages
+    from kit.evaluate import _key, predict
+    from kit.prompts import render_chat
+
+    figures: dict[str, float] = {}
+    rows: list[dict] = []
+    frame = eval_frame(data, cfg, min(cfg.evaluation.batch_size, cfg.evaluation.samples))
+    if cfg.evaluation.enabled:
+        lm.model.eval()
+        t0 = time.time()
+        with _adapter_off(lm):
+            rows = predict(lm, frame, data, cfg, progress=lambda done: None)
+        seconds = time.time() - t0
+        longest = max(len(lm.tokenizer(r["completion"], add_special_tokens=False)["input_ids"]) for r in rows)
+        figures["eval_batch_s"] = seconds
+        # as if every answer ran to max_new_tokens (primed answers are longer than the base model's)
+        figures["per_pair_s"] = seconds / len(rows) * cfg.evaluation.max_new_tokens / max(1, min(
+            longest, cfg.evaluation.max_new_tokens))
+        figures["decode_step_s"] = seconds / max(1, longest)
+    if priming_ds is not None and len(priming_ds):
+        batch = priming_ds.select(range(min(cfg.priming.batch_size, len(priming_ds))))
+        texts = [lm.tokenizer.apply_chat_template(list(r["prompt"]) + list(r["completion"]), tokenize=False)
+                 for r in batch]
+    else:
+        texts = [render_chat(lm.tokenizer, sample_messages(r, data, cfg)) + a["completion"]
+                 for r, a in zip(frame.iter_rows(named=True), rows)]
+    if texts:
+        lm.tokenizer.padding_side = "right"
+        enc = lm.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False,
+                           truncation=True, max_length=cfg.model.max_seq_length)
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        lm.model.train()
+        t0 = time.time()
+        loss = lm.model(**enc, labels=labels).loss
+        loss.backward()
+        figures["probe_step_s"] = time.time() - t0
+        figures["probe_sequences"] = float(len(texts))
+        lm.model.zero_grad(set_to_none=True)
+        lm.model.eval()
+        del loss
+    known = {_key(r): r for r in rows} if cfg.evaluation.before_training else {}
+    return figures, known
+
+
+def _adapter_off(lm):
+    import contextlib
+
+    return lm.model.disable_adapter() if hasattr(lm.model, "disable_adapter") else contextlib.nullcontext()
 
 
 # --------------------------------------------------------------------------- the run
@@ -193,7 +308,7 @@ def prepare_output_dir(cfg: KitConfig, resume: bool, log=print) -> tuple[Path, P
         log(f"kit: note: {out}/config.yaml differs from this config; the new one is used and saved")
     atomic_write_text(out / "config.yaml", dump_config(cfg))
     if not resume:
-        for stale in ("metrics.jsonl", "completions.jsonl"):
+        for stale in ("metrics.jsonl", "completions.jsonl", "train.log", "plan.json"):
             (out / stale).unlink(missing_ok=True)
     elif ckpt is not None:  # keep the metrics history consistent with the checkpoint we resume from
         step = int(ckpt.name.split("-")[-1])
@@ -202,7 +317,127 @@ def prepare_output_dir(cfg: KitConfig, resume: bool, log=print) -> tuple[Path, P
     return out, ckpt
 
 
-def run(cfg: KitConfig, resume: bool = False, log=print) -> dict:
+def grpo_trainer(cfg: KitConfig, lm, data, out: Path, rewards: list[Callable], max_steps: int | None = None,
+                 callbacks: list | None = None, say=print, detail=print):
+    """TRL's GRPOTrainer on the training prompts with the recipe's rewards, and the RewardWatch
+    that follows its completions. Prompts over prompt.max_prompt_tokens are dropped (said)."""
+    from trl import GRPOTrainer
+
+    train_frame = data.split("train", cfg.data.max_train, seed=cfg.seed)
+    train_ds, too_long = to_prompt_dataset(train_frame, data, cfg, lm.tokenizer)
+    if too_long:
+        say(f"kit: dropped {too_long} prompts longer than prompt.max_prompt_tokens={cfg.prompt.max_prompt_tokens}")
+    if len(train_ds) == 0:
+        raise SystemExit("kit: no training prompt fits prompt.max_prompt_tokens; raise it or shorten histories")
+    watch = RewardWatch(rewards, cfg.grpo.log_completions_every, out / "completions.jsonl", detail, cfg.prompt.style)
+    trainer = GRPOTrainer(model=lm.model, processing_class=lm.tokenizer, reward_funcs=watch.wrapped(),
+                          args=grpo_args(cfg, out, lm.fast_inference, max_steps), train_dataset=train_ds,
+                          callbacks=[metrics_callback(out / "metrics.jsonl", "grpo"), *(callbacks or [])])
+    return trainer, watch
+
+
+def deadline_callback(console: Console, deadline: Deadline, phase: str, planned: int):
+    """A TrainerCallback that ends a stage early, saying so, when its next step would run past
+    the time the stages after it need."""
+    from transformers import TrainerCallback
+
+    class StopAtDeadline(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.t0, self.first = time.time(), state.global_step
+
+        def on_step_end(self, args, state, control, **kwargs):
+            done = state.global_step - self.first
+            if state.global_step < planned and deadline.stop_now(time.time(), done, time.time() - self.t0):
+                control.should_training_stop = True
+                console.say(f"\nkit: {phase}: stopping after {state.global_step} of {planned} steps to stay within "
+                            f"the budget (steps took {(time.time() - self.t0) / max(1, done):.0f} s here)")
+
+    return StopAtDeadline()
+
+
+def _eval_rounds(cfg: KitConfig, out: Path) -> tuple[str, ...]:
+    """The evaluation rounds this run still has to do (a round on disk is reused)."""
+    ev = cfg.evaluation
+    wanted = (("eval_before", ev.before_training), ("eval_primed", cfg.priming.enabled), ("eval_after", True))
+    return tuple(r for r, on in wanted if ev.enabled and on and not (out / f"{r}.json").is_file())
+
+
+def plan_run(cfg: KitConfig, lm, data, out: Path, priming_ds, started: float, console: Console,
+             resume: bool) -> tuple[Plan, dict, dict]:
+    """The stages' sizes: the recipe's, or, with budget.minutes, measured and fitted (printed and
+    saved as plan.json). Returns (plan, measured figures, base-model answers to reuse)."""
+    from kit.runtime import available_cores
+
+    saved = out / "plan.json"
+    limits = Sizes(
+        eval_pairs=min(cfg.evaluation.samples, len(data.splits[cfg.data.eval_split])),
+        eval_rounds=_eval_rounds(cfg, out),
+        priming_steps=0 if priming_ds is None else priming_steps(
+            len(priming_ds), cfg.priming.batch_size, cfg.priming.gradient_accumulation_steps, cfg.priming.epochs),
+        grpo_steps=cfg.grpo.max_steps)
+    if resume and saved.is_file():  # the sizes were chosen when the run started: keep them
+        old = json.loads(saved.read_text())["sizes"]
+        sizes = Sizes(min(old["eval_pairs"], limits.eval_pairs), limits.eval_rounds,
+                      min(old["priming_steps"], limits.priming_steps) if limits.priming_steps else 0,
+                      old["grpo_steps"])
+        console.say(f"kit: resuming with the sizes planned at the start ({saved})")
+        return Plan(sizes, limits, {}, None, time.time() - started), {}, {}
+    b = cfg.budget
+    if b.minutes is None:
+        plan = Plan(limits, limits, {}, None, time.time() - started)
+        return plan, {}, {}
+    budget_s = b.minutes * 60
+    console.say(f"kit: measuring this machine for the {format_duration(budget_s)} budget "
+                f"({available_cores()} cores): one evaluation batch, one priming step")
+    figures, known = calibrate(cfg, lm, data, priming_ds)
+    g, p = cfg.grpo, cfg.priming
+    per_seq = figures.get("probe_step_s", 0.0) / max(1, figures.get("probe_sequences", 1))
+    costs = Costs(
+        per_pair=figures.get("per_pair_s", 0.0),
+        per_priming_step=per_seq * p.batch_size * p.gradient_accumulation_steps,
+        per_grpo_step=grpo_step_estimate(figures.get("decode_step_s", 0.0), g.max_completion_length,
+                                         per_seq * g.per_device_train_batch_size * g.gradient_accumulation_steps),
+        done_pairs=len(known))
+    floors = Sizes(eval_pairs=b.min_eval_pairs, eval_rounds=limits.eval_rounds,
+                   priming_steps=0 if priming_ds is None else priming_steps(
+                       len(priming_ds), p.batch_size, p.gradient_accumulation_steps, min(b.min_priming_epochs, p.epochs)),
+                   grpo_steps=b.min_grpo_steps)
+
+    def describe_priming(steps: int) -> str:
+        return f"{steps / max(1, limits.priming_steps) * p.epochs:.1f} of {p.epochs:g} epochs over {len(priming_ds)} examples"
+
+    plan = make_plan(limits, floors, costs, budget_s, time.time() - started, describe_priming)
+    figures = {k: round(v, 3) for k, v in figures.items()}
+    return plan, figures, known
+
+
+def run(cfg: KitConfig, resume: bool = False, log: Callable[[str], None] | None = None, verbose: bool = False,
+        started: float | None = None) -> dict:
+    """Train and evaluate as the recipe says (see the module doc); returns the summary.
+    Quiet by default: one bar per stage, the rest in OUTPUT_DIR/train.log (`verbose`: all on the console)."""
+    from kit.model import has_gpu
+    from kit.precision import resolve_precision
+    from kit.runtime import use_all_cores
+
+    started = time.time() if started is None else started
+    console = Console(verbose=verbose, say=log)
+    rewards = [load_reward(r.name) for r in cfg.rewards]  # checked before anything is written or loaded
+    on_gpu = has_gpu()
+    precision = resolve_precision(cfg.model.dtype, on_gpu)
+    threads = None if on_gpu else use_all_cores()
+    cfg.resolved = {"device": "cuda" if on_gpu else "cpu", "dtype": precision.dtype,
+                    "dtype_reason": precision.reason, **({"cpu_threads": threads} if threads else {})}
+    out, ckpt = prepare_output_dir(cfg, resume, console.say)
+    console.open_log(out / "train.log")
+    try:
+        with console.libraries():
+            return _run(cfg, rewards, out, ckpt, resume, console, precision, started)
+    finally:
+        console.close()
+
+
+def _run(cfg: KitConfig, rewards, out: Path, ckpt: Path | None, resume: bool, console: Console, precision,
+         started: float) -> dict:
     import random
 
     import numpy as np
@@ -211,87 +446,159 @@ def run(cfg: KitConfig, resume: bool = False, log=print) -> dict:
     from kit.data import load_task_data
     from kit.model import load_model
 
-    rewards = [load_reward(r.name) for r in cfg.rewards]  # checked before anything is written or loaded
-    out, ckpt = prepare_output_dir(cfg, resume, log)
+    say = console.say
     random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
-    t0 = time.time()
+    say(f"kit: run '{cfg.name}' in {out} (full log: {out / 'train.log'})")
+    threads = cfg.resolved.get("cpu_threads")
+    say(f"kit: precision {precision.dtype}: {precision.reason}" + (f"; {threads} CPU threads" if threads else ""))
+    if precision.warning:
+        say(f"kit: WARNING: {precision.warning}")
     data = load_task_data(cfg)
-    log(f"kit: data: {len(data.splits['train'])} train / {len(data.splits['valid'])} valid / "
+    say(f"kit: data: {len(data.splits['train'])} train / {len(data.splits['valid'])} valid / "
         f"{len(data.splits['test'])} test samples, scale {data.scale[0]:g}-{data.scale[1]:g}")
     lm = load_model(cfg.model, seed=cfg.seed, device=cfg.device)
-    log(f"kit: model {cfg.model.name} on {lm.device} (vLLM: {lm.fast_inference}) loaded in {time.time() - t0:.0f}s")
-    summary: dict[str, Any] = {"name": cfg.name, "model": cfg.model.name, "device": lm.device}
-
-    if cfg.evaluation.enabled and cfg.evaluation.before_training:
-        summary["eval_before"] = _evaluate(cfg, lm, data, out, "before", log)
+    say(f"kit: model {cfg.model.name} on {lm.device} (vLLM: {lm.fast_inference}) ready after "
+        f"{time.time() - started:.0f} s")
+    summary: dict[str, Any] = {"name": cfg.name, "model": cfg.model.name, "device": lm.device,
+                               "precision": precision.as_dict()}
 
     priming_adapter = out / "priming" / "adapter"
-    if cfg.priming.enabled:
-        from kit import stage_cache
+    priming_made_by = stage_cache.priming_settings(cfg, stage_cache.model_dtype(lm.model, cfg.model.dtype), data.scale)
+    priming_why = stage_cache.mismatch(priming_adapter, priming_made_by)
+    priming_done = priming_why is None
+    if cfg.priming.enabled and not priming_done and ckpt is not None:
+        raise ConfigError(f"{ckpt} continues a format priming that does not match this config "
+                          f"({priming_adapter}: {priming_why}): "
+                          "resume with the settings it was made with, or start afresh with output_dir=NEW_DIR")
+    priming_ds = priming_dataset(cfg, lm, data) if cfg.priming.enabled and not priming_done else None
+    plan, figures, known = plan_run(cfg, lm, data, out, priming_ds, started, console, resume)
+    for line in plan.describe():
+        say(line)
+    timeline = Timeline(plan, started)
+    atomic_write_json(out / "plan.json", {**plan.as_dict(), "measured": figures})
+    summary["plan"] = {**plan.as_dict(), "measured": figures}
+    frame = eval_frame(data, cfg, plan.sizes.eval_pairs) if cfg.evaluation.enabled else None
 
-        made_by = stage_cache.priming_settings(cfg, stage_cache.model_dtype(lm.model, cfg.model.dtype), data.scale)
-        why = stage_cache.mismatch(priming_adapter, made_by)
-        if why is None:
+    def evaluate(name: str, known_answers: dict | None = None) -> dict:
+        timeline.begin(f"eval_{name}")
+        metrics = _evaluate(cfg, lm, data, out, name, frame, known_answers, console)
+        timeline.end(f"eval_{name}")
+        return metrics
+
+    if cfg.evaluation.enabled and cfg.evaluation.before_training:
+        summary["eval_before"] = evaluate("before", known)
+
+    if cfg.priming.enabled:
+        if priming_done:
             _reload_adapter_weights(lm.model, priming_adapter)  # a resumed checkpoint's weights replace these
             lm.adapter_dir = str(priming_adapter)
-            log("kit: format priming already done with these settings, reusing it")
-        elif ckpt is not None:
-            raise ConfigError(f"{ckpt} continues a format priming that does not match this config "
-                              f"({priming_adapter}: {why}): "
-                              "resume with the settings it was made with, or start afresh with output_dir=NEW_DIR")
+            say("kit: format priming already done with these settings, reusing it")
         else:
             if priming_adapter.exists():
-                log(f"kit: note: {priming_adapter} is not reused ({why}); recomputing")
+                say(f"kit: note: {priming_adapter} is not reused ({priming_why}); recomputing")
             stage_cache.forget(priming_adapter)
-            log(f"kit: format priming (SFT) on {cfg.priming.samples} reference answers")
-            summary["priming"] = run_priming(cfg, lm, data, out)
-            stage_cache.remember(priming_adapter, made_by)
+            steps = plan.sizes.priming_steps
+            timeline.begin("priming")
+            bar = console.bar("format priming", steps, "step")
+            deadline = Deadline(timeline.deadline(plan.left_after("priming")), _floor(plan, "priming"))
+            callbacks = [trainer_progress(console, bar, "priming", lambda: timeline.figures("priming", bar.n, steps)),
+                         deadline_callback(console, deadline, "format priming", steps)]
+            summary["priming"] = run_priming(cfg, lm, data, out, steps if steps < plan.limits.priming_steps else -1,
+                                             callbacks, quiet=not console.verbose)
+            bar.close()
+            timeline.end("priming")
+            stage_cache.remember(priming_adapter, priming_made_by)
             lm.adapter_dir = str(priming_adapter)  # vLLM generation applies the saved LoRA per request
-            log(f"kit: priming done: {summary['priming']}")
+            say(f"kit: format priming: {summary['priming']['steps']} steps in "
+                f"{format_duration(summary['priming']['seconds'])}, loss {summary['priming']['train_loss']:.3f}")
         if cfg.evaluation.enabled:
-            summary["eval_primed"] = _evaluate(cfg, lm, data, out, "primed", log)
+            summary["eval_primed"] = evaluate("primed")
 
-    from trl import GRPOTrainer
+    steps = timeline.replan_grpo(say)
+    timeline.begin("grpo")
+    bar = console.bar("GRPO", steps, "step", initial=int(ckpt.name.split("-")[-1]) if ckpt else 0)
+    trainer, watch = grpo_trainer(cfg, lm, data, out, rewards, steps, say=say, detail=console.detail)
 
-    train_frame = data.split("train", cfg.data.max_train, seed=cfg.seed)
-    train_ds, too_long = to_prompt_dataset(train_frame, data, cfg, lm.tokenizer)
-    if too_long:
-        log(f"kit: dropped {too_long} prompts longer than prompt.max_prompt_tokens={cfg.prompt.max_prompt_tokens}")
-    if len(train_ds) == 0:
-        raise SystemExit("kit: no training prompt fits prompt.max_prompt_tokens; raise it or shorten histories")
-    reward_fns = with_completion_log(rewards, cfg.grpo.log_completions_every, out / "completions.jsonl", log)
-    trainer = GRPOTrainer(model=lm.model, processing_class=lm.tokenizer, reward_funcs=reward_fns,
-                          args=grpo_args(cfg, out, lm.fast_inference), train_dataset=train_ds,
-                          callbacks=[metrics_callback(out / "metrics.jsonl", "grpo")])
+    def grpo_figures() -> dict[str, str]:
+        shown = timeline.figures("grpo", bar.n, steps)
+        if watch.valid_share is not None:
+            shown = {"valid": f"{watch.valid_share:.0%}", **shown}
+        return shown
+
+    trainer.add_callback(trainer_progress(console, bar, "grpo", grpo_figures))
+    trainer.add_callback(deadline_callback(console, Deadline(timeline.deadline(plan.left_after("grpo")),
+                                                             _floor(plan, "grpo")), "GRPO", steps))
+    if not console.verbose:
+        drop_default_bars(trainer)
     t1 = time.time()
-    log(f"kit: GRPO for {cfg.grpo.max_steps} steps" + (f", resuming from {ckpt.name}" if ckpt else ""))
+    if ckpt:
+        say(f"kit: GRPO resumes from {ckpt.name}")
     result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
-    summary["grpo"] = {"steps": result.global_step, "seconds": round(time.time() - t1, 1),
-                       "seconds_per_step": round((time.time() - t1) / max(1, cfg.grpo.max_steps), 2)}
+    bar.close()
+    timeline.end("grpo")
+    done = result.global_step - (int(ckpt.name.split("-")[-1]) if ckpt else 0)
+    summary["grpo"] = {"steps": result.global_step, "planned_steps": steps, "seconds": round(time.time() - t1, 1),
+                       "seconds_per_step": round((time.time() - t1) / max(1, done), 2)}
+    say(f"kit: GRPO: {result.global_step} steps in {format_duration(summary['grpo']['seconds'])} "
+        f"({summary['grpo']['seconds_per_step']:.1f} s per step)")
 
     save_adapter(lm, out / "adapter")
     lm.adapter_dir = str(out / "adapter")  # vLLM generation applies the saved LoRA per request
     nonzero, total = lora_nonzero(out / "adapter")
     summary["adapter"] = {"path": str(out / "adapter"), "lora_B_nonzero": nonzero, "lora_B_total": total}
     if nonzero == 0:
-        log("kit: WARNING: every LoRA B matrix is zero: training did not move the adapter (reward spread was 0?)")
+        say("kit: WARNING: every LoRA B matrix is zero: training did not move the adapter (reward spread was 0?)")
 
     if cfg.evaluation.enabled:
-        summary["eval_after"] = _evaluate(cfg, lm, data, out, "after", log)
-        eval_frame = data.split(cfg.data.eval_split, cfg.evaluation.samples, seed=cfg.seed)
+        summary["eval_after"] = evaluate("after")
         from kit.baselines import baseline_metrics
 
         summary["baselines"] = {k: {"mae": v["mae"], "rmse": v["rmse"]} for k, v in baseline_metrics(
-            data.training_interactions(), eval_frame, data.scale, fitted=False).items()}
+            data.training_interactions(), frame, data.scale, fitted=False).items()}
         if data.catalog is not None:
             from kit.data.synthetic import noise_floor
 
-            means = [data.catalog.expected(u, i) for u, i in zip(eval_frame["user_id"], eval_frame["item_id"])]
+            means = [data.catalog.expected(u, i) for u, i in zip(frame["user_id"], frame["item_id"])]
             summary["noise_floor"] = noise_floor(means, data.catalog.noise, data.scale)
-    summary["seconds_total"] = round(time.time() - t0, 1)
+    summary["stages_s"] = timeline.actual
+    summary["seconds_total"] = round(time.time() - started, 1)
+    if cfg.budget.minutes:
+        summary["budget_s"] = cfg.budget.minutes * 60
     atomic_write_json(out / "summary.json", summary)
-    log(format_summary(summary))
+    _ending(cfg, summary, out, console, figures)
     return summary
+
+
+def _floor(plan: Plan, stage: str) -> int:
+    """The fewest steps the deadline may cut a stage to (the budget's floors)."""
+    planned = plan.sizes.grpo_steps if stage == "grpo" else plan.sizes.priming_steps
+    if plan.floors is None:
+        return planned
+    return min(planned, plan.floors.grpo_steps if stage == "grpo" else plan.floors.priming_steps)
+
+
+def _ending(cfg: KitConfig, summary: dict, out: Path, console: Console, figures: dict) -> None:
+    """The table, the verdict, where the files are, what to run next (and, on a random model, that
+    the install works)."""
+    from kit.ending import install_ok_line, next_steps, verdict
+
+    say = console.say
+    say(format_summary(summary))
+    total = summary["seconds_total"]
+    budget = summary.get("budget_s")
+    say(f"kit: finished in {format_duration(total)}" +
+        (f" (budget {format_duration(budget)}{'' if total <= budget else ', OVER it'})" if budget else ""))
+    ok = install_ok_line(cfg.model.name)
+    if ok:
+        say(ok)
+    else:
+        say("")
+        say(verdict(summary))
+    per_pair = figures.get("per_pair_s")
+    for line in next_steps(out, summary["device"] == "cuda", per_pair):
+        say(line)
+    if console.library_warnings:
+        say(f"kit: {console.library_warnings} library warning(s) went to {out / 'train.log'} (--verbose shows them)")
 
 
 def save_adapter(lm, path: Path) -> None:
@@ -390,6 +697,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     f"(default: {DEFAULT_CPU_RECIPE} without a GPU, {DEFAULT_GPU_RECIPE} with one)")
     ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
     ap.add_argument("--validate", action="store_true", help="check the config, print it, count the prompts that fit, and exit")
+    ap.add_argument("--verbose", "-v", action="store_true",
+                    help="print everything (library logs, the trainers' log dictionaries and bars), not only "
+                         "one bar per stage; the full log is always in OUTPUT_DIR/train.log")
     ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. grpo.max_steps=10 output_dir=runs/x")
     return ap.parse_args(argv)
 
@@ -415,7 +725,7 @@ def main(argv: list[str] | None = None) -> int:
             ok, verdict = validation_verdict(cfg, cfg.name)
             print(verdict, file=sys.stdout if ok else sys.stderr)
             return 0 if ok else 2
-        run(cfg, resume=args.resume)
+        run(cfg, resume=args.resume, verbose=args.verbose, started=STARTED)
     except (ConfigError, RewardError) as exc:
         print(f"kit: error: {exc}", file=sys.stderr)
         return 2

@@ -52,6 +52,21 @@ def test_smoke_recipe_cli_leaves_adapter_config_and_metrics(tmp_path, tiny_model
     completions = [json.loads(x) for x in (out / "completions.jsonl").read_text().splitlines()]
     assert [c["step"] for c in completions] == [0, 2]  # every log_completions_every=2 steps
     assert set(completions[0]["rewards"]) == {"format", "rating", "graded_format"}
+    # the precision auto chose, and why, is in the run's config
+    assert saved["model"]["dtype"] == "auto" and saved["resolved"]["dtype"] in ("bfloat16", "float32")
+    assert saved["resolved"]["dtype_reason"].startswith("auto: this CPU")
+    assert sum("kit: precision" in x for x in proc.stdout.splitlines()) == 1
+    # a quiet console: the trainers' dictionaries, sample completions and known library noise are
+    # not on it but in train.log; the ending says what the random model's answers are
+    console = proc.stdout + proc.stderr
+    for noise in ("'loss':", "'completions/mean_length'", "[grpo step", "[step 0]", "register_constant",
+                  "clean_up_tokenization_spaces", "Tokenizing train dataset"):
+        assert noise not in console, noise
+    log = (out / "train.log").read_text()
+    assert "[grpo step 4]" in log and "[step 2] true rating" in log and "Unsloth (CPU)" in log
+    assert "kit: install OK" in proc.stdout and "gibberish" in proc.stdout
+    assert f"-m kit.evaluate --run {out}" in proc.stdout and f"-m kit.app --run {out}" in proc.stdout
+    assert len(console.splitlines()) < 40
 
 
 def test_grpo_moves_lora_and_the_adapter_reloads(tmp_path, tiny_model_dir):
@@ -120,3 +135,37 @@ def test_validate_prints_the_resolved_config_and_a_verdict(tiny_model_dir):
     tight = kit_train(["--config", "smoke", "--validate", "prompt.max_prompt_tokens=40"], tiny_model_dir, check=False)
     assert tight.returncode == 2
     assert tight.stderr.strip().splitlines()[-1].startswith("kit: error: no training prompt fits")
+
+
+def test_verbose_brings_the_trainers_output_back(tmp_path, tiny_model_dir):
+    out = tmp_path / "verbose"
+    proc = kit_train(["--config", "smoke", f"output_dir={out}", "grpo.max_steps=1", *GRPO_ONLY, "--verbose"],
+                     tiny_model_dir)
+    assert "[grpo step 1]" in proc.stdout and "'loss'" in proc.stdout + proc.stderr
+    assert "[grpo step 1]" in (out / "train.log").read_text()
+
+
+def test_a_budget_too_small_runs_every_stage_at_its_floor_and_says_so(tmp_path, tiny_model_dir):
+    """Half a minute cannot hold even the smallest plan: it runs anyway, with every stage, and says
+    so. Unsloth's switch makes this CPU count as one without native bf16: a forced bf16 warns."""
+    out = tmp_path / "budget"
+    env = dict(_env(tiny_model_dir), UNSLOTH_CPU_BF16="0")
+    proc = subprocess.run([sys.executable, "-m", "kit.train", "--config", "smoke", f"output_dir={out}",
+                           "budget.minutes=0.5", "priming.epochs=2", "evaluation.samples=16", "grpo.max_steps=6",
+                           "model.dtype=bfloat16"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warnings = [x for x in proc.stdout.splitlines() if "without native bfloat16" in x]
+    assert len(warnings) == 1 and "33.6 s" in warnings[0]
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["fits"] is False and "over the" in proc.stdout
+    assert plan["sizes"] == plan["floors"]
+    assert plan["sizes"]["priming_steps"] == 4 < plan["limits"]["priming_steps"] == 8  # one of two epochs
+    assert plan["sizes"]["grpo_steps"] == 2 and plan["sizes"]["eval_pairs"] == 8
+    assert plan["measured"]["per_pair_s"] > 0 and plan["measured"]["probe_step_s"] > 0
+    assert "format priming: 8 -> 4 steps" in proc.stdout and "GRPO: 6 -> 2 steps" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    for stage in ("eval_before", "eval_primed", "eval_after"):  # no stage dropped
+        assert summary[stage]["n"] == 8
+    assert summary["priming"]["steps"] == 4 and summary["grpo"]["steps"] == 2
+    assert summary["plan"]["sizes"] == plan["sizes"] and summary["budget_s"] == 30
+    assert len((out / "predictions_before.jsonl").read_text().splitlines()) == 8
