@@ -24,11 +24,11 @@ from typing import Iterable, Iterator
 
 import polars as pl
 
-from kit.data import sources as S
+from kit.data import sources
+from kit.data.registry import REGISTRY, get_source
 from kit.data import samples as samples_module
 from kit.data.samples import plan_samples, split_leave_last_out
 
-SOURCES = ("amazon2023", "amazon2018", "yelp", "movielens", "csv", "jsonl")
 ITEM_SCHEMA = {"item_id": pl.Utf8, "title": pl.Utf8, "categories": pl.List(pl.Utf8), "brand": pl.Utf8,
                "price": pl.Float64, "features": pl.List(pl.Utf8), "description": pl.Utf8}
 INTER_SCHEMA = {"user_id": pl.Utf8, "item_id": pl.Utf8, "rating": pl.Float64, "timestamp": pl.Int64, "review": pl.Utf8}
@@ -62,44 +62,32 @@ class PrepareOptions:
     engine: str = "auto"               # auto: columnar fast path where possible; lines: always line by line
 
 
-DEFAULT_SCALES = {"amazon2023": (1.0, 5.0), "amazon2018": (1.0, 5.0), "yelp": (1.0, 5.0), "movielens": (1.0, 5.0),
-                  "csv": (1.0, 5.0), "jsonl": (1.0, 5.0)}
-
-
 # --------------------------------------------------------------------------- locating files
 
-def _find(base: Path, patterns: list[str], what: str, source: str) -> Path:
+def _find(base: Path, patterns: tuple[str, ...], what: str, source: str) -> Path:
     if base.is_file():
         return base
     for pattern in patterns:
         hits = sorted(base.glob(pattern))
         if hits:
             return hits[0]
-    raise S.DataError(f"{base}: no {what} file for --source {source} (looked for {', '.join(patterns)})")
+    raise sources.DataError(f"{base}: no {what} file for --source {source} (looked for {', '.join(patterns)})")
 
 
 def locate(opts: PrepareOptions) -> tuple[Path, Path | None]:
     """(reviews file, items file) for a source, from a folder or explicit files."""
+    source = get_source(opts.source)
     base = Path(opts.path)
     if not base.exists():
-        raise S.DataError(f"--path {base} does not exist")
-    items = Path(opts.items_path) if opts.items_path else None
-    if opts.source == "amazon2023":
-        reviews = _find(base, ["[!m]*.jsonl.gz", "[!m]*.jsonl", "[!m]*.json.gz"], "review", opts.source)
-        items = items or (_find(base, ["meta_*.jsonl.gz", "meta_*.jsonl"], "meta", opts.source) if base.is_dir() else None)
-    elif opts.source == "amazon2018":
-        reviews = _find(base, ["*_5.json.gz", "*_5.json", "[!m]*.json.gz", "[!m]*.json"], "review", opts.source)
-        items = items or (_find(base, ["meta_*.json.gz", "meta_*.json"], "meta", opts.source) if base.is_dir() else None)
-    elif opts.source == "yelp":
-        reviews = _find(base, ["*review*.json", "*review*.json.gz"], "review", opts.source)
-        items = items or (_find(base, ["*business*.json", "*business*.json.gz"], "business", opts.source)
-                          if base.is_dir() else None)
-    elif opts.source == "movielens":
-        reviews = _find(base, ["u.data", "ratings.dat"], "ratings (u.data or ratings.dat)", opts.source)
-        items = items or next((p for p in (base / "u.item", base / "movies.dat") if base.is_dir() and p.is_file()), None)
-    else:
-        reviews = _find(base, ["*.csv", "*.jsonl", "*.jsonl.gz"], "interactions", opts.source)
-    return reviews, items
+        raise sources.DataError(f"--path {base} does not exist")
+    reviews = _find(base, source.reviews, source.what[0], opts.source)
+    if opts.items_path:
+        return reviews, Path(opts.items_path)
+    if not base.is_dir() or not source.items:
+        return reviews, None
+    if not source.items_required:
+        return reviews, next((p for pattern in source.items for p in sorted(base.glob(pattern))), None)
+    return reviews, _find(base, source.items, source.what[1], opts.source)
 
 
 # --------------------------------------------------------------------------- reading
@@ -117,44 +105,28 @@ def _frames(rows: Iterator[dict], schema: dict) -> pl.DataFrame:
     return pl.concat(chunks, how="vertical")
 
 
-def read_source(opts: PrepareOptions, stats: S.ReadStats, progress=None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    scale = opts.scale or DEFAULT_SCALES[opts.source]
-    reviews, items_file = locate(opts)
-    item_stats = S.ReadStats()
-    rc, dc = opts.review_chars, opts.description_chars
-    fast = None
-    if opts.source in ("amazon2023", "amazon2018", "yelp") and not opts.strict and opts.engine == "auto":
+def source_scale(opts: PrepareOptions) -> tuple[float, float]:
+    return tuple(opts.scale) if opts.scale else get_source(opts.source).scale
+
+
+def read_source(opts: PrepareOptions, stats: sources.ReadStats, progress=None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    source = get_source(opts.source)
+    scale = source_scale(opts)
+    reviews_file, items_file = locate(opts)
+    interactions = None
+    if source.columnar is not None and not opts.strict and opts.engine == "auto":
         from kit.data.columnar import read_reviews_columnar
 
-        fast = read_reviews_columnar(reviews, opts.source, scale, rc, stats)
-    if fast is not None:
-        inter = fast
-    elif opts.source in ("amazon2023", "amazon2018", "yelp", "jsonl") or (opts.source == "csv" and reviews.suffix != ".csv"):
-        to_row = {"amazon2023": S.amazon2023_review, "amazon2018": S.amazon2018_review, "yelp": S.yelp_review}.get(
-            opts.source)
-        to_row = to_row(scale, rc) if to_row else S.generic_review(opts.mapping, scale, rc, opts.time_unit)
-        inter = _frames(S.read_json_lines(reviews, to_row, stats, opts.strict, progress), INTER_SCHEMA)
-    elif opts.source == "csv":
-        inter = _frames(S.read_csv_rows(reviews, S.generic_review(opts.mapping, scale, rc, opts.time_unit), stats,
-                                        opts.strict), INTER_SCHEMA)
-    else:  # movielens
-        sep = "\t" if reviews.name == "u.data" else "::"
-        inter = _frames(S.read_delimited(reviews, sep, S.movielens_rating(scale), stats, opts.strict), INTER_SCHEMA)
-
+        interactions = read_reviews_columnar(reviews_file, source.columnar, scale, opts.review_chars, stats)
+    if interactions is None:
+        interactions = _frames(source.read_reviews(reviews_file, opts, scale, stats, progress), INTER_SCHEMA)
+    item_stats = sources.ReadStats()
     item_rows: Iterator[dict] = iter(())
-    if items_file is not None:
-        if opts.source == "movielens":
-            sep, fn = ("|", S.ml100k_item) if items_file.name == "u.item" else ("::", S.ml1m_item)
-            item_rows = S.read_delimited(items_file, sep, fn, item_stats, opts.strict)
-        elif opts.source in ("csv",) and items_file.suffix == ".csv":
-            item_rows = S.read_csv_rows(items_file, S.generic_item(opts.item_mapping, dc), item_stats, opts.strict)
-        else:
-            fn = {"amazon2023": S.amazon2023_item, "amazon2018": S.amazon2018_item, "yelp": S.yelp_item}.get(opts.source)
-            fn = fn(dc) if fn else S.generic_item(opts.item_mapping, dc)
-            item_rows = S.read_json_lines(items_file, fn, item_stats, opts.strict)
+    if items_file is not None and source.read_items is not None:
+        item_rows = source.read_items(items_file, opts, item_stats)
     items = _frames(item_rows, ITEM_SCHEMA).unique("item_id", keep="first", maintain_order=True)
     stats.dropped.update({f"items_{k}": v for k, v in item_stats.dropped.items()})
-    return inter, items
+    return interactions, items
 
 
 # --------------------------------------------------------------------------- the pipeline
@@ -181,15 +153,14 @@ def prepare(opts: PrepareOptions, log=print) -> dict:
 
     t0 = time.time()
     out = Path(opts.out)
-    if opts.source not in SOURCES:
-        raise S.DataError(f"--source {opts.source}: choose one of {', '.join(SOURCES)}")
+    get_source(opts.source)
     if opts.source in ("csv", "jsonl"):
         missing = [k for k in ("user_id", "item_id", "rating", "timestamp") if k not in opts.mapping]
         if missing and not opts.mapping:
             log("kit: no --map given: expecting columns user_id, item_id, rating, timestamp[, review]")
-    scale = opts.scale or DEFAULT_SCALES[opts.source]
+    scale = source_scale(opts)
     locate(opts)  # fail on a wrong path before any work starts
-    stats = S.ReadStats()
+    stats = sources.ReadStats()
     bar = tqdm(desc=f"reading {opts.source}", unit=" rows", unit_scale=True)
     inter, items = read_source(opts, stats, progress=bar.update)
     bar.close()
@@ -309,7 +280,7 @@ def _atomic_folder(out: Path) -> Iterator[Path]:
 def read_prepared(path: str | Path) -> tuple[dict[str, pl.DataFrame], pl.DataFrame, pl.DataFrame, dict]:
     d = Path(path)
     if not (d / "meta.json").is_file():
-        raise S.DataError(f"{d} is not a prepared data folder (no meta.json): run python -m kit.data prepare ... "
+        raise sources.DataError(f"{d} is not a prepared data folder (no meta.json): run python -m kit.data prepare ... "
                           f"--out {d}")
     splits = {k: pl.read_parquet(d / f"{k}.parquet") for k in ("train", "valid", "test")}
     return splits, pl.read_parquet(d / "items.parquet"), pl.read_parquet(d / "interactions.parquet"), \
@@ -324,7 +295,7 @@ def load_prepared(path: str | Path, split: str = "train", prompt_style: str | No
 
     splits, items, interactions, meta = read_prepared(path)
     if split not in splits:
-        raise S.DataError(f"split '{split}': choose train, valid or test")
+        raise sources.DataError(f"split '{split}': choose train, valid or test")
     lo, hi = meta["scale"]
     frame = splits[split].join(items.rename({c: f"item_{c}" for c in items.columns if c != "item_id"}),
                                on="item_id", how="left").with_columns(
@@ -375,9 +346,9 @@ def _pair(text: str, name: str) -> tuple[float, float]:
     try:
         a, b = (float(x) for x in text.split(","))
     except ValueError:
-        raise S.DataError(f"{name} takes two numbers like 1,5 (got {text!r})") from None
+        raise sources.DataError(f"{name} takes two numbers like 1,5 (got {text!r})") from None
     if not a < b:
-        raise S.DataError(f"{name}: {a:g} must be below {b:g}")
+        raise sources.DataError(f"{name}: {a:g} must be below {b:g}")
     return a, b
 
 
@@ -385,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m kit.data", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare", help="files -> interactions, items and leak-free samples")
-    p.add_argument("--source", required=True, choices=SOURCES)
+    p.add_argument("--source", required=True, choices=list(REGISTRY))
     p.add_argument("--path", required=True, help="the downloaded folder, or the reviews/ratings file")
     p.add_argument("--items", help="the items/meta file, when --path is a file")
     p.add_argument("--out", required=True)
@@ -424,10 +395,10 @@ def main(argv: list[str] | None = None) -> int:
             max_test=args.max_test, seed=args.seed,
             categories=[c.strip() for c in args.categories.split(",") if c.strip()],
             scale=_pair(args.scale, "--scale") if args.scale else None, review_chars=args.review_chars,
-            description_chars=args.description_chars, strict=args.strict, mapping=S.parse_mapping(args.map),
-            item_mapping=S.parse_mapping(args.item_map), time_unit=args.time_unit)
+            description_chars=args.description_chars, strict=args.strict, mapping=sources.parse_mapping(args.map),
+            item_mapping=sources.parse_mapping(args.item_map), time_unit=args.time_unit)
         prepare(opts)
-    except S.DataError as exc:
+    except sources.DataError as exc:
         print(f"kit: error: {exc}", file=sys.stderr)
         return 2
     return 0

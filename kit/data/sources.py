@@ -244,6 +244,56 @@ def yelp_item(desc_chars):
     return to_row
 
 
+# --------------------------------------------------------------------------- Goodreads (UCSD Book Graph)
+
+_SPOILER_MARKS = re.compile(r"\(view spoiler\)\[|\(hide spoiler\)\]")
+
+
+def _goodreads_time(value: Any) -> int:
+    try:
+        return int(datetime.strptime(str(value), "%a %b %d %H:%M:%S %z %Y").timestamp())
+    except ValueError:
+        raise BadRow("bad_date_added", "date_added",
+                     f"{value!r} is not like 'Fri Aug 25 13:55:02 -0700 2017'") from None
+
+
+def goodreads_review(scale, review_chars):
+    """A rating of 0 means "shelved without a rating": such rows are dropped as `unrated`."""
+    def to_row(r: dict) -> dict:
+        rating = _number(_required(r, "rating"), "rating")
+        if rating == 0:
+            raise BadRow("unrated", "rating", "0 = shelved without a rating")
+        text = _SPOILER_MARKS.sub(" ", str(r.get("review_text") or ""))
+        return {"user_id": str(_required(r, "user_id")), "item_id": str(_required(r, "book_id")),
+                "rating": check_scale(rating, scale), "timestamp": _goodreads_time(_required(r, "date_added")),
+                "review": clean_text(text, review_chars)}
+    return to_row
+
+
+def _count(value: Any) -> int:
+    """Goodreads numbers are strings that may be empty."""
+    try:
+        return int(str(value).strip() or 0)
+    except ValueError:
+        return 0
+
+
+def goodreads_book(desc_chars, shelves: int = 5):
+    """Categories: the book's most used shelves (their counts are strings)."""
+    def to_row(b: dict) -> dict:
+        shelf_list = [s for s in b.get("popular_shelves") or [] if isinstance(s, dict) and s.get("name")]
+        top = sorted(shelf_list, key=lambda s: -_count(s.get("count")))[:shelves]
+        facts = [f"{label} {str(b.get(key)).strip()}" for key, label in
+                 (("publication_year", "published"), ("num_pages", "pages"), ("average_rating", "average rating"))
+                 if str(b.get(key) or "").strip()]
+        authors = [str(a.get("author_id")) for a in b.get("authors") or [] if isinstance(a, dict) and a.get("author_id")]
+        return {"item_id": str(_required(b, "book_id")),
+                "title": clean_text(b.get("title") or b.get("title_without_series"), 300),
+                "categories": [str(s["name"]) for s in top], "brand": ("author " + ", ".join(authors)) if authors else None,
+                "price": None, "features": facts, "description": clean_text(b.get("description"), desc_chars)}
+    return to_row
+
+
 # --------------------------------------------------------------------------- MovieLens
 
 ML100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
