@@ -168,8 +168,7 @@ def test_recipe_prepares_real_data_on_first_use(tmp_path):
 
     F.amazon2023(tmp_path / "raw" / "Digital_Music", gz=False)
     cfg = load_config("gpu-16gb", [f"data.path={tmp_path / 'prepared'}", f"data.prepare.raw_dir={tmp_path / 'raw'}",
-                                   "data.prepare.kcore=0", "data.min_history=1", "data.history_user=2",
-                                   "data.history_item=2"])
+                                   "data.prepare.kcore=0", "data.prepare.min_history=1", "data.prepare.history=2"])
     data = load_task_data(cfg)
     assert (tmp_path / "prepared" / "stats.json").is_file()
     assert len(data.splits["test"]) == 2 and "P1" in data.items

@@ -18,12 +18,12 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import polars as pl
 
+from kit.config import AutoPrepare, PrepareOptions
 from kit.data import sources
 from kit.data.registry import REGISTRY, get_source
 from kit.data import samples as samples_module
@@ -33,33 +33,6 @@ ITEM_SCHEMA = {"item_id": pl.Utf8, "title": pl.Utf8, "categories": pl.List(pl.Ut
                "price": pl.Float64, "features": pl.List(pl.Utf8), "description": pl.Utf8}
 INTER_SCHEMA = {"user_id": pl.Utf8, "item_id": pl.Utf8, "rating": pl.Float64, "timestamp": pl.Int64, "review": pl.Utf8}
 CHUNK = 200_000
-
-
-@dataclass
-class PrepareOptions:
-    source: str
-    path: str
-    out: str
-    items_path: str | None = None
-    history: int = 10
-    item_history: int | None = None
-    min_history: int = 5
-    kcore: int = 0
-    split: str = "loo"                 # loo = per-user leave-last-out; time = global time cut
-    time_cut: tuple[float, float] = (0.8, 0.9)
-    max_train: int | None = None
-    max_valid: int | None = None
-    max_test: int | None = None
-    seed: int = 0
-    categories: list[str] = field(default_factory=list)
-    scale: tuple[float, float] | None = None
-    review_chars: int = 400
-    description_chars: int = 400
-    strict: bool = False
-    mapping: dict = field(default_factory=dict)
-    item_mapping: dict = field(default_factory=dict)
-    time_unit: str = "s"
-    engine: str = "auto"               # auto: columnar fast path where possible; lines: always line by line
 
 
 # --------------------------------------------------------------------------- locating files
@@ -228,7 +201,7 @@ def prepare(opts: PrepareOptions, log=print) -> dict:
             "rating_histogram": {f"{r:g}": n for r, n in hist.iter_rows()},
             "seconds": round(time.time() - t0, 2),
         }
-        meta = {"source": opts.source, "scale": list(scale), "options": {k: v for k, v in asdict(opts).items()}}
+        meta = {"source": opts.source, "scale": list(scale), "options": opts.model_dump(mode="json")}
         for name, obj in {"stats.json": result, "meta.json": meta}.items():
             (tmp / name).write_text(json.dumps(obj, indent=2, default=str) + "\n")
     dropped = ", ".join(f"{k} {v}" for k, v in result["rows_dropped"].items()) or "none"
@@ -340,64 +313,82 @@ def download_amazon2023(category: str, dest: str | Path) -> list[Path]:
     return list(wanted.values())
 
 
+def prepare_on_first_use(auto: AutoPrepare, data_path: str) -> dict:
+    """A recipe's `data.prepare`: download the raw files (when the source can), then prepare them
+    into data.path with the recipe's prepare options, unchanged."""
+    source = get_source(auto.source)
+    raw = Path(auto.path or Path(auto.raw_dir) / auto.category)
+    if source.download is not None:
+        print(f"kit: {data_path} not found: downloading {auto.source} '{auto.category}' to {raw} and preparing it")
+        source.download(auto.category, raw)
+    fields = auto.model_dump(exclude={"category", "raw_dir"}) | {"path": str(raw), "out": auto.out or data_path}
+    return prepare(PrepareOptions(**fields))
+
+
 # --------------------------------------------------------------------------- CLI
 
-def _pair(text: str, name: str) -> tuple[float, float]:
+def add_model_options(parser: argparse.ArgumentParser, model: type[PrepareOptions],
+                      choices: dict[str, list[str]] | None = None) -> None:
+    """One command-line option per field of `model`: its name (or `flag`), type, default and help.
+    Lists, pairs and mappings are taken as text and parsed by the model's own validators."""
+    import typing
+
+    for name, info in model.model_fields.items():
+        flag = (info.json_schema_extra or {}).get("flag", "--" + name.replace("_", "-"))
+        kind = info.annotation
+        inner = [a for a in typing.get_args(kind) if a is not type(None)]
+        if typing.get_origin(kind) is typing.Union and len(inner) == 1:
+            kind = inner[0]
+        help_text = info.description or ""
+        if kind is bool:
+            parser.add_argument(flag, dest=name, action="store_true", default=info.default, help=help_text)
+            continue
+        extra: dict = {"choices": (choices or {}).get(name)}
+        if typing.get_origin(kind) is typing.Literal:
+            extra["choices"] = list(typing.get_args(kind))
+        elif kind in (int, float):
+            extra["type"] = kind
+        if info.is_required():
+            extra["required"] = True
+        else:
+            extra["default"] = info.default
+            if info.default not in (None, [], {}):
+                shown = ",".join(f"{x:g}" for x in info.default) if isinstance(info.default, tuple) else info.default
+                help_text += f" (default: {shown})"
+        parser.add_argument(flag, dest=name, help=help_text, **extra)
+
+
+def options_from_args(args: argparse.Namespace, model: type[PrepareOptions] = PrepareOptions) -> PrepareOptions:
+    """The parsed options as the model, or a one-line DataError naming the option and the fix."""
+    from pydantic import ValidationError
+
     try:
-        a, b = (float(x) for x in text.split(","))
-    except ValueError:
-        raise sources.DataError(f"{name} takes two numbers like 1,5 (got {text!r})") from None
-    if not a < b:
-        raise sources.DataError(f"{name}: {a:g} must be below {b:g}")
-    return a, b
+        return model(**{name: getattr(args, name) for name in model.model_fields})
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else ""
+        info = model.model_fields.get(name)
+        flag = ((info.json_schema_extra or {}).get("flag") if info else None) or "--" + name.replace("_", "-")
+        raise sources.DataError(f"{flag}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m kit.data", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare", help="files -> interactions, items and leak-free samples")
-    p.add_argument("--source", required=True, choices=list(REGISTRY))
-    p.add_argument("--path", required=True, help="the downloaded folder, or the reviews/ratings file")
-    p.add_argument("--items", help="the items/meta file, when --path is a file")
-    p.add_argument("--out", required=True)
-    p.add_argument("--history", type=int, default=10, help="N: user's last N earlier interactions (paper: 10)")
-    p.add_argument("--item-history", type=int, default=None, help="item's last N by others (default: --history)")
-    p.add_argument("--min-history", type=int, default=5, help="drop targets with fewer history entries in total")
-    p.add_argument("--kcore", type=int, default=0, help="keep users and items with >= k interactions (0: off)")
-    p.add_argument("--split", choices=["loo", "time"], default="loo",
-                   help="loo: per-user leave-last-out (valid = 2nd last, test = last); time: global time cut")
-    p.add_argument("--time-cut", default="0.8,0.9", help="quantiles of target time for valid and test starts")
-    p.add_argument("--max-train", type=int)
-    p.add_argument("--max-valid", type=int)
-    p.add_argument("--max-test", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--categories", default="", help="comma-separated item categories to keep")
-    p.add_argument("--scale", default=None, help="rating scale, e.g. 1,5 or 1,10 (default: the source's)")
-    p.add_argument("--review-chars", type=int, default=400)
-    p.add_argument("--description-chars", type=int, default=400)
-    p.add_argument("--map", default=None, help="csv/jsonl: canonical=column pairs, e.g. user_id=reviewer,rating=stars")
-    p.add_argument("--item-map", default=None, help="csv/jsonl items: item_id=...,title=...,categories=...")
-    p.add_argument("--time-unit", choices=["s", "ms", "iso"], default="s")
-    p.add_argument("--strict", action="store_true", help="stop at the first bad line (file, line, field)")
-    d = sub.add_parser("download", help="Amazon Reviews 2023 raw files of one category from the Hub")
+    add_model_options(p, PrepareOptions, choices={"source": list(REGISTRY)})
+    downloadable = [name for name, source in REGISTRY.items() if source.download is not None]
+    d = sub.add_parser("download", help="raw files of one category, for the sources the kit can download")
+    d.add_argument("--source", choices=downloadable, default=downloadable[0])
     d.add_argument("--category", required=True, help="e.g. Digital_Music, All_Beauty, Gift_Cards")
     d.add_argument("--dest", required=True)
     args = ap.parse_args(argv)
     try:
         if args.cmd == "download":
-            for f in download_amazon2023(args.category, args.dest):
+            for f in REGISTRY[args.source].download(args.category, args.dest):
                 print(f)
             return 0
-        opts = PrepareOptions(
-            source=args.source, path=args.path, out=args.out, items_path=args.items, history=args.history,
-            item_history=args.item_history, min_history=args.min_history, kcore=args.kcore, split=args.split,
-            time_cut=_pair(args.time_cut, "--time-cut"), max_train=args.max_train, max_valid=args.max_valid,
-            max_test=args.max_test, seed=args.seed,
-            categories=[c.strip() for c in args.categories.split(",") if c.strip()],
-            scale=_pair(args.scale, "--scale") if args.scale else None, review_chars=args.review_chars,
-            description_chars=args.description_chars, strict=args.strict, mapping=sources.parse_mapping(args.map),
-            item_mapping=sources.parse_mapping(args.item_map), time_unit=args.time_unit)
-        prepare(opts)
+        prepare(options_from_args(args))
     except sources.DataError as exc:
         print(f"kit: error: {exc}", file=sys.stderr)
         return 2

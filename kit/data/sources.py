@@ -340,19 +340,6 @@ def ml1m_item(cols: list[str]) -> dict:
 CANONICAL = ("user_id", "item_id", "rating", "timestamp", "review")
 
 
-def parse_mapping(spec: str | None) -> dict[str, str]:
-    """'user_id=reviewer,item_id=product' -> {canonical: source column}."""
-    out: dict[str, str] = {}
-    for part in (spec or "").split(","):
-        if not part.strip():
-            continue
-        if "=" not in part:
-            raise DataError(f"--map: '{part}' must look like canonical=source_column (e.g. user_id=reviewer)")
-        k, v = (x.strip() for x in part.split("=", 1))
-        out[k] = v
-    return out
-
-
 def convert_time(value: Any, unit: str) -> int:
     if unit == "iso":
         try:
