@@ -178,7 +178,7 @@ def prepare(opts: PrepareOptions, log=print) -> dict:
         del reviews, src
         # history lists are built (and written) one block of targets at a time: splits and caps are
         # decided on the targets' scalar columns alone
-        plan, sstats = plan_samples(inter, opts.history, opts.item_history if opts.item_history is not None
+        plan, target_stats = plan_samples(inter, opts.history, opts.item_history if opts.item_history is not None
                                     else opts.history, opts.min_history, history_reviews=False)
         splits = split_leave_last_out(plan.targets) if opts.split == "loo" else time_split(plan.targets, opts.time_cut)
         caps = {"train": opts.max_train, "valid": opts.max_valid, "test": opts.max_test}
@@ -189,16 +189,16 @@ def prepare(opts: PrepareOptions, log=print) -> dict:
             _write_parquet(tmp / f"{name}.parquet", plan.blocks(targets, step))
         _write_parquet(tmp / "items.parquet", [items])
 
-        hist = inter.group_by("rating").len().sort("rating")
+        histogram = inter.group_by("rating").len().sort("rating")
         result = {
             "source": opts.source, "rows_read": rows_read, "rows_kept": len(inter),
             "rows_dropped": dict(sorted((k, v) for k, v in stats.dropped.items() if v)),
             "first_example_of_each_drop": stats.examples,
-            "targets_dropped": {k: v for k, v in sstats.dropped.items()},
+            "targets_dropped": {k: v for k, v in target_stats.dropped.items()},
             "users": inter["user_id"].n_unique(), "items": inter["item_id"].n_unique(),
             "items_without_metadata": len(no_meta),
             "samples": {k: len(v) for k, v in splits.items()},
-            "rating_histogram": {f"{r:g}": n for r, n in hist.iter_rows()},
+            "rating_histogram": {f"{r:g}": n for r, n in histogram.iter_rows()},
             "seconds": round(time.time() - t0, 2),
         }
         meta = {"source": opts.source, "scale": list(scale), "options": opts.model_dump(mode="json")}
@@ -251,13 +251,13 @@ def _atomic_folder(out: Path) -> Iterator[Path]:
 # --------------------------------------------------------------------------- reading prepared data
 
 def read_prepared(path: str | Path) -> tuple[dict[str, pl.DataFrame], pl.DataFrame, pl.DataFrame, dict]:
-    d = Path(path)
-    if not (d / "meta.json").is_file():
-        raise sources.DataError(f"{d} is not a prepared data folder (no meta.json): run python -m kit.data prepare ... "
-                          f"--out {d}")
-    splits = {k: pl.read_parquet(d / f"{k}.parquet") for k in ("train", "valid", "test")}
-    return splits, pl.read_parquet(d / "items.parquet"), pl.read_parquet(d / "interactions.parquet"), \
-        json.loads((d / "meta.json").read_text())
+    folder = Path(path)
+    if not (folder / "meta.json").is_file():
+        raise sources.DataError(f"{folder} is not a prepared data folder (no meta.json): run python -m kit.data prepare ... "
+                          f"--out {folder}")
+    splits = {k: pl.read_parquet(folder / f"{k}.parquet") for k in ("train", "valid", "test")}
+    return splits, pl.read_parquet(folder / "items.parquet"), pl.read_parquet(folder / "interactions.parquet"), \
+        json.loads((folder / "meta.json").read_text())
 
 
 def load_prepared(path: str | Path, split: str = "train", prompt_style: str | None = None):
@@ -375,18 +375,18 @@ def options_from_args(args: argparse.Namespace, model: type[PrepareOptions] = Pr
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m kit.data", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("prepare", help="files -> interactions, items and leak-free samples")
-    add_model_options(p, PrepareOptions, choices={"source": list(REGISTRY)})
+    prepare_cmd = sub.add_parser("prepare", help="files -> interactions, items and leak-free samples")
+    add_model_options(prepare_cmd, PrepareOptions, choices={"source": list(REGISTRY)})
     downloadable = [name for name, source in REGISTRY.items() if source.download is not None]
-    d = sub.add_parser("download", help="raw files of one category, for the sources the kit can download")
-    d.add_argument("--source", choices=downloadable, default=downloadable[0])
-    d.add_argument("--category", required=True, help="e.g. Digital_Music, All_Beauty, Gift_Cards")
-    d.add_argument("--dest", required=True)
+    download_cmd = sub.add_parser("download", help="raw files of one category, for the sources the kit can download")
+    download_cmd.add_argument("--source", choices=downloadable, default=downloadable[0])
+    download_cmd.add_argument("--category", required=True, help="e.g. Digital_Music, All_Beauty, Gift_Cards")
+    download_cmd.add_argument("--dest", required=True)
     args = ap.parse_args(argv)
     try:
         if args.cmd == "download":
-            for f in REGISTRY[args.source].download(args.category, args.dest):
-                print(f)
+            for file in REGISTRY[args.source].download(args.category, args.dest):
+                print(file)
             return 0
         prepare(options_from_args(args))
     except sources.DataError as exc:
