@@ -126,8 +126,7 @@ def prepare(opts: PrepareOptions, log=print) -> dict:
 
     t0 = time.time()
     out = Path(opts.out)
-    get_source(opts.source)
-    if opts.source in ("csv", "jsonl"):
+    if get_source(opts.source).mapped:
         missing = [k for k in ("user_id", "item_id", "rating", "timestamp") if k not in opts.mapping]
         if missing and not opts.mapping:
             log("kit: no --map given: expecting columns user_id, item_id, rating, timestamp[, review]")

@@ -11,13 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
+from kit.config import PrepareOptions
 from kit.data import sources
 from kit.data.columnar import ColumnarSpec
 
 # (file, options, scale, stats, progress) -> canonical interaction rows
-ReviewReader = Callable[[Path, "object", tuple[float, float], sources.ReadStats, Optional[Callable]], Iterator[dict]]
+ReviewReader = Callable[[Path, PrepareOptions, tuple[float, float], sources.ReadStats, Optional[Callable]],
+                        Iterator[dict]]
 # (file, options, stats) -> canonical item rows
-ItemReader = Callable[[Path, "object", sources.ReadStats], Iterator[dict]]
+ItemReader = Callable[[Path, PrepareOptions, sources.ReadStats], Iterator[dict]]
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Source:
     columnar: Optional[ColumnarSpec] = None
     scale: tuple[float, float] = (1.0, 5.0)
     download: Optional[Callable[..., list[Path]]] = None  # (category, dest) -> files
+    mapped: bool = False                # columns named by --map / --item-map (generic formats)
 
 
 def json_reviews(make_row) -> ReviewReader:
@@ -79,7 +82,7 @@ def _download_amazon2023(category: str, dest) -> list[Path]:
 
 
 _MAPPED = dict(reviews=("*.csv", "*.jsonl", "*.jsonl.gz"), read_reviews=_mapped_reviews, read_items=_mapped_items,
-               what=("interactions", "items"))
+               what=("interactions", "items"), mapped=True)
 
 REGISTRY: dict[str, Source] = {s.name: s for s in [
     Source("amazon2023", ("[!m]*.jsonl.gz", "[!m]*.jsonl", "[!m]*.json.gz"),
