@@ -143,6 +143,9 @@ class DataConfig(_Strict):
     def _path_needed(self):
         if self.source == "prepared" and not self.path:
             raise ValueError("data.path is required when data.source is 'prepared' (the folder kit.data prepare wrote)")
+        if self.prepare is not None and self.prepare.out not in (None, self.path):
+            raise ValueError(f"data.prepare.out ({self.prepare.out}) differs from data.path ({self.path}): "
+                             "leave data.prepare.out out, data.path is where prepared data goes")
         return self
 
 

@@ -55,6 +55,13 @@ def test_auto_prepare_is_the_same_model():
     assert set(PrepareOptions.model_fields) < set(AutoPrepare.model_fields)
 
 
+def test_recipe_prepare_out_must_be_the_data_path(tmp_path):
+    from kit.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.prepare.out \(elsewhere\) differs from data.path"):
+        load_config("gpu-16gb", [f"data.path={tmp_path}", "data.prepare.out=elsewhere"])
+
+
 def test_recipe_prepare_options_reach_prepare_unchanged(tmp_path):
     F.amazon2023(tmp_path / "raw" / "Digital_Music", gz=False)
     cfg = load_config("gpu-16gb", [f"data.path={tmp_path / 'prepared'}", f"data.prepare.raw_dir={tmp_path / 'raw'}",
