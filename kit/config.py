@@ -33,26 +33,105 @@ class SyntheticConfig(_Strict):
     seed: int = 0
 
 
-class AutoPrepare(_Strict):
-    """Download and prepare a real data set on first use (when data.path does not exist yet)."""
+def _pair_of_numbers(value: Any) -> Any:
+    """'1,5' (as typed on a command line) -> (1.0, 5.0); lists and tuples pass as they are."""
+    if isinstance(value, str):
+        try:
+            low, high = (float(x) for x in value.split(","))
+        except ValueError:
+            raise ValueError(f"takes two numbers like 1,5 (got {value!r})") from None
+        return low, high
+    return value
 
-    source: Literal["amazon2023"] = "amazon2023"
+
+class PrepareOptions(_Strict):
+    """What `python -m kit.data prepare` does, defined once: its command-line options are derived
+    from these fields (a field `max_train` is the option `--max-train`, unless `flag` names
+    another), and a recipe embeds the same model as `data.prepare`."""
+
+    source: str = Field(..., description="the data set's format (see kit.data.registry)")
+    path: str = Field(..., description="the downloaded folder, or the reviews/ratings file")
+    out: str = Field(..., description="the prepared data folder to write")
+    items_path: Optional[str] = Field(None, description="the items/meta file, when --path is a file",
+                                      json_schema_extra={"flag": "--items"})
+    history: int = Field(10, ge=1, description="N: the user's last N earlier interactions (paper: 10)")
+    item_history: Optional[int] = Field(None, ge=0, description="the item's last N by others (default: --history)")
+    min_history: int = Field(5, ge=0, description="drop targets with fewer history entries in total")
+    kcore: int = Field(0, ge=0, description="keep users and items with >= k interactions (0: off)")
+    split: Literal["loo", "time"] = Field(
+        "loo", description="loo: per-user leave-last-out (valid = 2nd last, test = last); time: global time cut")
+    time_cut: tuple[float, float] = Field((0.8, 0.9), description="quantiles of target time for valid and test starts")
+    max_train: Optional[int] = Field(None, ge=1, description="at most this many train samples (seeded pick)")
+    max_valid: Optional[int] = Field(None, ge=1, description="at most this many valid samples (seeded pick)")
+    max_test: Optional[int] = Field(None, ge=1, description="at most this many test samples (seeded pick)")
+    seed: int = Field(0, description="seed of the capped picks")
+    categories: list[str] = Field([], description="comma-separated item categories to keep")
+    scale: Optional[tuple[float, float]] = Field(None, description="rating scale, e.g. 1,5 or 1,10 (default: the source's)")
+    review_chars: int = Field(400, ge=0, description="review texts are cut to this many characters")
+    description_chars: int = Field(400, ge=0, description="item descriptions are cut to this many characters")
+    strict: bool = Field(False, description="stop at the first bad line (file, line, field)")
+    mapping: dict[str, str] = Field({}, description="csv/jsonl: canonical=column pairs, e.g. user_id=reviewer,rating=stars",
+                                    json_schema_extra={"flag": "--map"})
+    item_mapping: dict[str, str] = Field({}, description="csv/jsonl items: item_id=...,title=...,categories=...",
+                                         json_schema_extra={"flag": "--item-map"})
+    time_unit: Literal["s", "ms", "iso"] = Field("s", description="csv/jsonl: unit of the timestamp column")
+    engine: Literal["auto", "lines"] = Field(
+        "auto", description="auto: the columnar fast path where the source has one; lines: always line by line")
+
+    @field_validator("time_cut", "scale", mode="before")
+    @classmethod
+    def _pair(cls, value):
+        return _pair_of_numbers(value)
+
+    @field_validator("categories", mode="before")
+    @classmethod
+    def _categories(cls, value):
+        return [c.strip() for c in value.split(",") if c.strip()] if isinstance(value, str) else value
+
+    @field_validator("mapping", "item_mapping", mode="before")
+    @classmethod
+    def _mapping(cls, value):
+        if not isinstance(value, str):
+            return value
+        out = {}
+        for part in (p.strip() for p in value.split(",")):
+            if part and "=" not in part:
+                raise ValueError(f"'{part}' must look like canonical=source_column (e.g. user_id=reviewer)")
+            if part:
+                key, column = (x.strip() for x in part.split("=", 1))
+                out[key] = column
+        return out
+
+    @field_validator("time_cut", "scale", mode="after")
+    @classmethod
+    def _ordered(cls, pair):
+        if pair is not None and not pair[0] < pair[1]:
+            raise ValueError(f"{pair[0]:g} must be below {pair[1]:g}")
+        return pair
+
+
+class AutoPrepare(PrepareOptions):
+    """Download and prepare a real data set on first use (when data.path does not exist yet): the
+    prepare options themselves, plus what to download. path and out follow from raw_dir/category
+    and data.path."""
+
+    source: str = Field("amazon2023", description="a source with a download helper (see kit.data.registry)")
+    path: Optional[str] = Field(None, description="default: raw_dir/category")
+    out: Optional[str] = Field(None, description="default: data.path")
     category: str = Field("Digital_Music", description="an Amazon Reviews 2023 category")
     raw_dir: str = Field("data/raw", description="where the downloaded files go")
-    kcore: int = Field(5, ge=0)
-    max_train: Optional[int] = Field(None, ge=1)
-    max_valid: Optional[int] = Field(None, ge=1)
-    max_test: Optional[int] = Field(None, ge=1)
+    kcore: int = Field(5, ge=0, description="keep users and items with >= k interactions (0: off)")
 
 
 class DataConfig(_Strict):
     source: Literal["synthetic", "prepared"] = "synthetic"
     path: Optional[str] = Field(None, description="prepared data folder (source: prepared)")
-    prepare: Optional[AutoPrepare] = Field(None, description="download + prepare into data.path on first use")
+    prepare: Optional[AutoPrepare] = Field(None, description="download + prepare into data.path on first use; "
+                                           "its history/min_history/... decide the prepared samples")
     synthetic: SyntheticConfig = SyntheticConfig()
-    history_user: int = Field(10, ge=1, description="N: the user's last N earlier interactions")
-    history_item: int = Field(10, ge=0, description="N: the item's last N earlier interactions by others")
-    min_history: int = Field(5, ge=0, description="drop targets with fewer history entries in total")
+    history_user: int = Field(10, ge=1, description="synthetic data: N, the user's last N earlier interactions")
+    history_item: int = Field(10, ge=0, description="synthetic data: N, the item's last N earlier interactions by others")
+    min_history: int = Field(5, ge=0, description="synthetic data: drop targets with fewer history entries in total")
     review_chars: int = Field(400, ge=0)
     description_chars: int = Field(400, ge=0)
     max_train: Optional[int] = Field(None, ge=1)
@@ -64,6 +143,9 @@ class DataConfig(_Strict):
     def _path_needed(self):
         if self.source == "prepared" and not self.path:
             raise ValueError("data.path is required when data.source is 'prepared' (the folder kit.data prepare wrote)")
+        if self.prepare is not None and self.prepare.out not in (None, self.path):
+            raise ValueError(f"data.prepare.out ({self.prepare.out}) differs from data.path ({self.path}): "
+                             "leave data.prepare.out out, data.path is where prepared data goes")
         return self
 
 

@@ -129,3 +129,49 @@ def generic_csv(d: Path) -> Path:
     lines.append("Z,P1,,9000,missing stars")
     (d / "ratings.csv").write_text("\n".join(lines) + "\n")
     return d
+
+
+# Goodreads (UCSD Book Graph): 32-hex user ids, numeric book ids as strings
+GOODREADS_IDS = {"A": "8842281e1d1347389f2ab93d60773d4d", "B": "0a0b0c0d0e0f10111213141516171819",
+                 "C": "ffeeddccbbaa99887766554433221100", "P1": "5", "P2": "17", "P3": "42"}
+
+
+def _goodreads_date(seconds: int) -> str:
+    import datetime as dt
+
+    zone = dt.timezone(dt.timedelta(hours=-7))
+    return dt.datetime.fromtimestamp(seconds, tz=zone).strftime("%a %b %d %H:%M:%S %z %Y")
+
+
+def goodreads(d: Path) -> Path:
+    """Traps: a rating of 0 (shelved, unrated), an empty and an unparseable date_added, spoiler
+    markup in review text, numbers and shelf counts as strings (some empty), a book missing."""
+    d.mkdir(parents=True, exist_ok=True)
+    ids = GOODREADS_IDS
+    spoiler = {("A", "P1"): "Loved it (view spoiler)[the butler did it (hide spoiler)] a lot",
+               ("C", "P3"): "<b>Gripping</b> &amp; long"}
+    reviews = []
+    for k, (u, i, r, t) in enumerate(CLEAN):
+        reviews.append({"user_id": ids[u], "book_id": ids[i], "review_id": f"rv{k}", "rating": r,
+                        "review_text": spoiler.get((u, i), TEXT[(u, i)] or ""), "date_added": _goodreads_date(t),
+                        "date_updated": _goodreads_date(t + 5), "read_at": "", "started_at": "", "n_votes": k,
+                        "n_comments": 0})
+    reviews.insert(2, {"user_id": ids["A"], "book_id": ids["P3"], "review_id": "rv-shelved", "rating": 0,
+                       "review_text": "", "date_added": _goodreads_date(500), "n_votes": 0})
+    reviews.append({"user_id": ids["B"], "book_id": ids["P3"], "review_id": "rv-nodate", "rating": 4,
+                    "review_text": "no date", "date_added": "", "n_votes": 0})
+    reviews.append({"user_id": ids["C"], "book_id": ids["P1"], "review_id": "rv-baddate", "rating": 2,
+                    "review_text": "odd date", "date_added": "25/08/2017", "n_votes": 0})
+    _lines(d / "goodreads_reviews_fantasy_paranormal.json.gz", reviews, gz=True)
+    books = [
+        {"book_id": ids["P1"], "title": "The Night Orchard (Orchard, #1)", "title_without_series": "The Night Orchard",
+         "description": "A <i>slow</i> burn.<br />Then fire.", "average_rating": "4.12", "num_pages": "",
+         "publication_year": "2005", "ratings_count": "",
+         "popular_shelves": [{"count": "3", "name": "to-read"}, {"count": "12", "name": "fantasy"},
+                             {"count": "", "name": "owned"}],
+         "authors": [{"author_id": "77", "role": ""}]},
+        {"book_id": ids["P2"], "title": "", "title_without_series": "Salt Roads", "description": "",
+         "average_rating": "", "num_pages": "210", "publication_year": "", "popular_shelves": [], "authors": []},
+    ]
+    _lines(d / "goodreads_books_fantasy_paranormal.json.gz", books, gz=True)
+    return d

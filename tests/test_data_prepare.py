@@ -168,8 +168,7 @@ def test_recipe_prepares_real_data_on_first_use(tmp_path):
 
     F.amazon2023(tmp_path / "raw" / "Digital_Music", gz=False)
     cfg = load_config("gpu-16gb", [f"data.path={tmp_path / 'prepared'}", f"data.prepare.raw_dir={tmp_path / 'raw'}",
-                                   "data.prepare.kcore=0", "data.min_history=1", "data.history_user=2",
-                                   "data.history_item=2"])
+                                   "data.prepare.kcore=0", "data.prepare.min_history=1", "data.prepare.history=2"])
     data = load_task_data(cfg)
     assert (tmp_path / "prepared" / "stats.json").is_file()
     assert len(data.splits["test"]) == 2 and "P1" in data.items
@@ -254,3 +253,26 @@ def test_strip_markup_equals_the_plain_regex_chain(texts):
     plain = (s.fill_null("").str.replace_all(_BLOCK, " ").str.replace_all(r"<[^>]{0,200}>", "")
              .str.replace_all(r"\s+", " ").str.strip_chars())
     assert strip_markup(s).to_list() == plain.to_list()
+
+
+def test_goodreads_through_the_registry(tmp_path):
+    """Unrated shelvings (rating 0) and empty or unparseable dates are dropped and counted; spoiler
+    markup leaves the review text; string numbers and shelf counts are read."""
+    ids = F.GOODREADS_IDS
+    stats = run("goodreads", F.goodreads(tmp_path / "raw"), tmp_path / "out")
+    got, items, inter, meta = samples_of(tmp_path / "out")
+    expected_ok(got, ids.get)
+    assert stats["rows_read"] == 10 and stats["rows_kept"] == 7
+    assert stats["rows_dropped"] == {"unrated": 1, "missing_date_added": 1, "bad_date_added": 1}
+    assert stats["items_without_metadata"] == 1 and meta["scale"] == [1.0, 5.0]
+    assert inter["timestamp"].sort().to_list() == [t for *_, t in F.CLEAN]
+    review = dict(zip(zip(inter["user_id"], inter["item_id"]), inter["review"]))
+    assert review[(ids["A"], ids["P1"])] == "Loved it the butler did it a lot"
+    assert review[(ids["C"], ids["P3"])] == "Gripping & long"
+    p1 = items.filter(pl.col("item_id") == ids["P1"]).row(0, named=True)
+    assert p1["title"] == "The Night Orchard (Orchard, #1)" and p1["categories"] == ["fantasy", "to-read", "owned"]
+    assert p1["features"] == ["published 2005", "average rating 4.12"] and p1["description"] == "A slow burn. Then fire."
+    p2 = items.filter(pl.col("item_id") == ids["P2"]).row(0, named=True)
+    assert p2["title"] == "Salt Roads" and p2["features"] == ["pages 210"] and p2["categories"] == []
+    with pytest.raises(DataError, match=r"goodreads_reviews_fantasy_paranormal.json.gz:3: field 'rating': 0 = shelved"):
+        run("goodreads", tmp_path / "raw", tmp_path / "strict", strict=True)

@@ -80,18 +80,9 @@ def load_task_data(cfg: KitConfig) -> TaskData:
 
 def auto_prepare(cfg: KitConfig) -> None:
     """First use of a recipe on real data: download the raw files, then prepare them into data.path."""
-    from pathlib import Path
+    from kit.data.prepare import prepare_on_first_use
 
-    from kit.data.prepare import PrepareOptions, download_amazon2023, prepare
-
-    d, p = cfg.data, cfg.data.prepare
-    raw = Path(p.raw_dir) / p.category
-    print(f"kit: {d.path} not found: downloading Amazon Reviews 2023 '{p.category}' to {raw} and preparing it")
-    download_amazon2023(p.category, raw)
-    prepare(PrepareOptions(source=p.source, path=str(raw), out=d.path, history=d.history_user,
-                           item_history=d.history_item, min_history=d.min_history, kcore=p.kcore,
-                           max_train=p.max_train, max_valid=p.max_valid, max_test=p.max_test, seed=d.seed,
-                           review_chars=d.review_chars, description_chars=d.description_chars))
+    prepare_on_first_use(cfg.data.prepare, cfg.data.path)
 
 
 def sample_messages(row: dict, data: TaskData, cfg: KitConfig) -> list[dict[str, str]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -15,19 +16,21 @@ import polars as pl
 
 from kit.data.sources import ReadStats, clean_text
 
-# source -> (column -> canonical name, dtype), and how its timestamp becomes seconds
-SPECS = {
-    "amazon2023": ({"user_id": ("user_id", pl.Utf8), "parent_asin": ("item_id", pl.Utf8),
-                    "rating": ("rating", pl.Float64), "timestamp": ("timestamp", pl.Int64),
-                    "text": ("review", pl.Utf8)}, "ms"),
-    "amazon2018": ({"reviewerID": ("user_id", pl.Utf8), "asin": ("item_id", pl.Utf8),
-                    "overall": ("rating", pl.Float64), "unixReviewTime": ("timestamp", pl.Int64),
-                    "reviewText": ("review", pl.Utf8)}, "s"),
-    "yelp": ({"user_id": ("user_id", pl.Utf8), "business_id": ("item_id", pl.Utf8),
-              "stars": ("rating", pl.Float64), "date": ("timestamp", pl.Utf8), "text": ("review", pl.Utf8)}, "date"),
-}
-def fields_text(fields: dict) -> str:
-    return next(k for k, (v, _) in fields.items() if v == "review")
+@dataclass(frozen=True)
+class ColumnarSpec:
+    """A JSON Lines reviews format polars can read typed: source column -> canonical name, and
+    how its timestamp becomes seconds ("s", "ms", or "date" for 'YYYY-MM-DD HH:MM:SS' text)."""
+
+    columns: dict[str, str]
+    time_unit: str
+
+    def schema(self) -> dict[str, pl.DataType]:
+        types = {"user_id": pl.Utf8, "item_id": pl.Utf8, "rating": pl.Float64, "review": pl.Utf8,
+                 "timestamp": pl.Utf8 if self.time_unit == "date" else pl.Int64}
+        return {column: types[name] for column, name in self.columns.items()}
+
+    def source_column(self, name: str) -> str:
+        return next(column for column, canonical in self.columns.items() if canonical == name)
 
 
 _BLOCK = r"(?i)<\s*(?:br|/?p|/?div|/?li|/?ul|/?ol|/?tr|/?td|/?h\d)\b[^>]{0,200}>"
@@ -67,15 +70,13 @@ def line_blocks(path: Path, size: int | None = None) -> Iterator[bytes]:
             yield rest
 
 
-def read_reviews_columnar(path: Path, source: str, scale: tuple[float, float], review_chars: int,
+def read_reviews_columnar(path: Path, spec: ColumnarSpec, scale: tuple[float, float], review_chars: int,
                           stats: ReadStats) -> pl.DataFrame | None:
     """Canonical interactions, or None when the file needs the line-by-line reader.
 
     Read, checked and cleaned block by block, so that peak memory is the kept columns plus one
     block; `stats` is only touched once the whole file has been read."""
-    fields, unit = SPECS[source]
-    schema = {k: t for k, (_, t) in fields.items()}
-    names = {v: k for k, (v, _) in fields.items()}
+    schema = spec.schema()
     local = ReadStats()
     frames = []
     for block in line_blocks(path):
@@ -83,7 +84,7 @@ def read_reviews_columnar(path: Path, source: str, scale: tuple[float, float], r
             raw = pl.read_ndjson(io.BytesIO(block), schema=schema)
         except Exception:
             return None
-        frames.append(_checked_block(raw, fields, names, unit, scale, review_chars, path, local))
+        frames.append(_checked_block(raw, spec, scale, review_chars, path, local))
     stats.rows_read += local.rows_read
     stats.rows_kept += local.rows_kept
     stats.dropped.update(local.dropped)
@@ -95,13 +96,15 @@ def read_reviews_columnar(path: Path, source: str, scale: tuple[float, float], r
     return pl.concat(frames, how="vertical", rechunk=False)
 
 
-def _checked_block(df: pl.DataFrame, fields: dict, names: dict, unit: str, scale: tuple[float, float],
+def _checked_block(df: pl.DataFrame, spec: ColumnarSpec, scale: tuple[float, float],
                    review_chars: int, path: Path, stats: ReadStats) -> pl.DataFrame:
     """One block of raw rows -> canonical rows; bad ones counted (line numbers continue across blocks)."""
     # review text is only kept up to review_chars: cut it first so memory stays bounded
     # (a generous margin leaves room for HTML that the cleaning below removes)
-    df = df.with_columns(pl.col(fields_text(fields)).str.slice(0, 4 * review_chars + 1000))
-    df = df.rename({k: v for k, (v, _) in fields.items()})
+    df = df.with_columns(pl.col(spec.source_column("review")).str.slice(0, 4 * review_chars + 1000))
+    df = df.rename(spec.columns)
+    unit = spec.time_unit
+    names = {canonical: column for column, canonical in spec.columns.items()}
     if unit == "ms":
         ts = pl.col("timestamp") // 1000
     elif unit == "date":

@@ -18,88 +18,49 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import polars as pl
 
-from kit.data import sources as S
+from kit.config import AutoPrepare, PrepareOptions
+from kit.data import sources
+from kit.data.registry import REGISTRY, get_source
 from kit.data import samples as samples_module
 from kit.data.samples import plan_samples, split_leave_last_out
 
-SOURCES = ("amazon2023", "amazon2018", "yelp", "movielens", "csv", "jsonl")
 ITEM_SCHEMA = {"item_id": pl.Utf8, "title": pl.Utf8, "categories": pl.List(pl.Utf8), "brand": pl.Utf8,
                "price": pl.Float64, "features": pl.List(pl.Utf8), "description": pl.Utf8}
 INTER_SCHEMA = {"user_id": pl.Utf8, "item_id": pl.Utf8, "rating": pl.Float64, "timestamp": pl.Int64, "review": pl.Utf8}
 CHUNK = 200_000
 
 
-@dataclass
-class PrepareOptions:
-    source: str
-    path: str
-    out: str
-    items_path: str | None = None
-    history: int = 10
-    item_history: int | None = None
-    min_history: int = 5
-    kcore: int = 0
-    split: str = "loo"                 # loo = per-user leave-last-out; time = global time cut
-    time_cut: tuple[float, float] = (0.8, 0.9)
-    max_train: int | None = None
-    max_valid: int | None = None
-    max_test: int | None = None
-    seed: int = 0
-    categories: list[str] = field(default_factory=list)
-    scale: tuple[float, float] | None = None
-    review_chars: int = 400
-    description_chars: int = 400
-    strict: bool = False
-    mapping: dict = field(default_factory=dict)
-    item_mapping: dict = field(default_factory=dict)
-    time_unit: str = "s"
-    engine: str = "auto"               # auto: columnar fast path where possible; lines: always line by line
-
-
-DEFAULT_SCALES = {"amazon2023": (1.0, 5.0), "amazon2018": (1.0, 5.0), "yelp": (1.0, 5.0), "movielens": (1.0, 5.0),
-                  "csv": (1.0, 5.0), "jsonl": (1.0, 5.0)}
-
-
 # --------------------------------------------------------------------------- locating files
 
-def _find(base: Path, patterns: list[str], what: str, source: str) -> Path:
+def _find(base: Path, patterns: tuple[str, ...], what: str, source: str) -> Path:
     if base.is_file():
         return base
     for pattern in patterns:
         hits = sorted(base.glob(pattern))
         if hits:
             return hits[0]
-    raise S.DataError(f"{base}: no {what} file for --source {source} (looked for {', '.join(patterns)})")
+    raise sources.DataError(f"{base}: no {what} file for --source {source} (looked for {', '.join(patterns)})")
 
 
 def locate(opts: PrepareOptions) -> tuple[Path, Path | None]:
     """(reviews file, items file) for a source, from a folder or explicit files."""
+    source = get_source(opts.source)
     base = Path(opts.path)
     if not base.exists():
-        raise S.DataError(f"--path {base} does not exist")
-    items = Path(opts.items_path) if opts.items_path else None
-    if opts.source == "amazon2023":
-        reviews = _find(base, ["[!m]*.jsonl.gz", "[!m]*.jsonl", "[!m]*.json.gz"], "review", opts.source)
-        items = items or (_find(base, ["meta_*.jsonl.gz", "meta_*.jsonl"], "meta", opts.source) if base.is_dir() else None)
-    elif opts.source == "amazon2018":
-        reviews = _find(base, ["*_5.json.gz", "*_5.json", "[!m]*.json.gz", "[!m]*.json"], "review", opts.source)
-        items = items or (_find(base, ["meta_*.json.gz", "meta_*.json"], "meta", opts.source) if base.is_dir() else None)
-    elif opts.source == "yelp":
-        reviews = _find(base, ["*review*.json", "*review*.json.gz"], "review", opts.source)
-        items = items or (_find(base, ["*business*.json", "*business*.json.gz"], "business", opts.source)
-                          if base.is_dir() else None)
-    elif opts.source == "movielens":
-        reviews = _find(base, ["u.data", "ratings.dat"], "ratings (u.data or ratings.dat)", opts.source)
-        items = items or next((p for p in (base / "u.item", base / "movies.dat") if base.is_dir() and p.is_file()), None)
-    else:
-        reviews = _find(base, ["*.csv", "*.jsonl", "*.jsonl.gz"], "interactions", opts.source)
-    return reviews, items
+        raise sources.DataError(f"--path {base} does not exist")
+    reviews = _find(base, source.reviews, source.what[0], opts.source)
+    if opts.items_path:
+        return reviews, Path(opts.items_path)
+    if not base.is_dir() or not source.items:
+        return reviews, None
+    if not source.items_required:
+        return reviews, next((p for pattern in source.items for p in sorted(base.glob(pattern))), None)
+    return reviews, _find(base, source.items, source.what[1], opts.source)
 
 
 # --------------------------------------------------------------------------- reading
@@ -117,44 +78,28 @@ def _frames(rows: Iterator[dict], schema: dict) -> pl.DataFrame:
     return pl.concat(chunks, how="vertical")
 
 
-def read_source(opts: PrepareOptions, stats: S.ReadStats, progress=None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    scale = opts.scale or DEFAULT_SCALES[opts.source]
-    reviews, items_file = locate(opts)
-    item_stats = S.ReadStats()
-    rc, dc = opts.review_chars, opts.description_chars
-    fast = None
-    if opts.source in ("amazon2023", "amazon2018", "yelp") and not opts.strict and opts.engine == "auto":
+def source_scale(opts: PrepareOptions) -> tuple[float, float]:
+    return tuple(opts.scale) if opts.scale else get_source(opts.source).scale
+
+
+def read_source(opts: PrepareOptions, stats: sources.ReadStats, progress=None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    source = get_source(opts.source)
+    scale = source_scale(opts)
+    reviews_file, items_file = locate(opts)
+    interactions = None
+    if source.columnar is not None and not opts.strict and opts.engine == "auto":
         from kit.data.columnar import read_reviews_columnar
 
-        fast = read_reviews_columnar(reviews, opts.source, scale, rc, stats)
-    if fast is not None:
-        inter = fast
-    elif opts.source in ("amazon2023", "amazon2018", "yelp", "jsonl") or (opts.source == "csv" and reviews.suffix != ".csv"):
-        to_row = {"amazon2023": S.amazon2023_review, "amazon2018": S.amazon2018_review, "yelp": S.yelp_review}.get(
-            opts.source)
-        to_row = to_row(scale, rc) if to_row else S.generic_review(opts.mapping, scale, rc, opts.time_unit)
-        inter = _frames(S.read_json_lines(reviews, to_row, stats, opts.strict, progress), INTER_SCHEMA)
-    elif opts.source == "csv":
-        inter = _frames(S.read_csv_rows(reviews, S.generic_review(opts.mapping, scale, rc, opts.time_unit), stats,
-                                        opts.strict), INTER_SCHEMA)
-    else:  # movielens
-        sep = "\t" if reviews.name == "u.data" else "::"
-        inter = _frames(S.read_delimited(reviews, sep, S.movielens_rating(scale), stats, opts.strict), INTER_SCHEMA)
-
+        interactions = read_reviews_columnar(reviews_file, source.columnar, scale, opts.review_chars, stats)
+    if interactions is None:
+        interactions = _frames(source.read_reviews(reviews_file, opts, scale, stats, progress), INTER_SCHEMA)
+    item_stats = sources.ReadStats()
     item_rows: Iterator[dict] = iter(())
-    if items_file is not None:
-        if opts.source == "movielens":
-            sep, fn = ("|", S.ml100k_item) if items_file.name == "u.item" else ("::", S.ml1m_item)
-            item_rows = S.read_delimited(items_file, sep, fn, item_stats, opts.strict)
-        elif opts.source in ("csv",) and items_file.suffix == ".csv":
-            item_rows = S.read_csv_rows(items_file, S.generic_item(opts.item_mapping, dc), item_stats, opts.strict)
-        else:
-            fn = {"amazon2023": S.amazon2023_item, "amazon2018": S.amazon2018_item, "yelp": S.yelp_item}.get(opts.source)
-            fn = fn(dc) if fn else S.generic_item(opts.item_mapping, dc)
-            item_rows = S.read_json_lines(items_file, fn, item_stats, opts.strict)
+    if items_file is not None and source.read_items is not None:
+        item_rows = source.read_items(items_file, opts, item_stats)
     items = _frames(item_rows, ITEM_SCHEMA).unique("item_id", keep="first", maintain_order=True)
     stats.dropped.update({f"items_{k}": v for k, v in item_stats.dropped.items()})
-    return inter, items
+    return interactions, items
 
 
 # --------------------------------------------------------------------------- the pipeline
@@ -181,15 +126,13 @@ def prepare(opts: PrepareOptions, log=print) -> dict:
 
     t0 = time.time()
     out = Path(opts.out)
-    if opts.source not in SOURCES:
-        raise S.DataError(f"--source {opts.source}: choose one of {', '.join(SOURCES)}")
-    if opts.source in ("csv", "jsonl"):
+    if get_source(opts.source).mapped:
         missing = [k for k in ("user_id", "item_id", "rating", "timestamp") if k not in opts.mapping]
         if missing and not opts.mapping:
             log("kit: no --map given: expecting columns user_id, item_id, rating, timestamp[, review]")
-    scale = opts.scale or DEFAULT_SCALES[opts.source]
+    scale = source_scale(opts)
     locate(opts)  # fail on a wrong path before any work starts
-    stats = S.ReadStats()
+    stats = sources.ReadStats()
     bar = tqdm(desc=f"reading {opts.source}", unit=" rows", unit_scale=True)
     inter, items = read_source(opts, stats, progress=bar.update)
     bar.close()
@@ -234,7 +177,7 @@ def prepare(opts: PrepareOptions, log=print) -> dict:
         del reviews, src
         # history lists are built (and written) one block of targets at a time: splits and caps are
         # decided on the targets' scalar columns alone
-        plan, sstats = plan_samples(inter, opts.history, opts.item_history if opts.item_history is not None
+        plan, target_stats = plan_samples(inter, opts.history, opts.item_history if opts.item_history is not None
                                     else opts.history, opts.min_history, history_reviews=False)
         splits = split_leave_last_out(plan.targets) if opts.split == "loo" else time_split(plan.targets, opts.time_cut)
         caps = {"train": opts.max_train, "valid": opts.max_valid, "test": opts.max_test}
@@ -245,19 +188,19 @@ def prepare(opts: PrepareOptions, log=print) -> dict:
             _write_parquet(tmp / f"{name}.parquet", plan.blocks(targets, step))
         _write_parquet(tmp / "items.parquet", [items])
 
-        hist = inter.group_by("rating").len().sort("rating")
+        histogram = inter.group_by("rating").len().sort("rating")
         result = {
             "source": opts.source, "rows_read": rows_read, "rows_kept": len(inter),
             "rows_dropped": dict(sorted((k, v) for k, v in stats.dropped.items() if v)),
             "first_example_of_each_drop": stats.examples,
-            "targets_dropped": {k: v for k, v in sstats.dropped.items()},
+            "targets_dropped": {k: v for k, v in target_stats.dropped.items()},
             "users": inter["user_id"].n_unique(), "items": inter["item_id"].n_unique(),
             "items_without_metadata": len(no_meta),
             "samples": {k: len(v) for k, v in splits.items()},
-            "rating_histogram": {f"{r:g}": n for r, n in hist.iter_rows()},
+            "rating_histogram": {f"{r:g}": n for r, n in histogram.iter_rows()},
             "seconds": round(time.time() - t0, 2),
         }
-        meta = {"source": opts.source, "scale": list(scale), "options": {k: v for k, v in asdict(opts).items()}}
+        meta = {"source": opts.source, "scale": list(scale), "options": opts.model_dump(mode="json")}
         for name, obj in {"stats.json": result, "meta.json": meta}.items():
             (tmp / name).write_text(json.dumps(obj, indent=2, default=str) + "\n")
     dropped = ", ".join(f"{k} {v}" for k, v in result["rows_dropped"].items()) or "none"
@@ -307,13 +250,13 @@ def _atomic_folder(out: Path) -> Iterator[Path]:
 # --------------------------------------------------------------------------- reading prepared data
 
 def read_prepared(path: str | Path) -> tuple[dict[str, pl.DataFrame], pl.DataFrame, pl.DataFrame, dict]:
-    d = Path(path)
-    if not (d / "meta.json").is_file():
-        raise S.DataError(f"{d} is not a prepared data folder (no meta.json): run python -m kit.data prepare ... "
-                          f"--out {d}")
-    splits = {k: pl.read_parquet(d / f"{k}.parquet") for k in ("train", "valid", "test")}
-    return splits, pl.read_parquet(d / "items.parquet"), pl.read_parquet(d / "interactions.parquet"), \
-        json.loads((d / "meta.json").read_text())
+    folder = Path(path)
+    if not (folder / "meta.json").is_file():
+        raise sources.DataError(f"{folder} is not a prepared data folder (no meta.json): run python -m kit.data prepare ... "
+                          f"--out {folder}")
+    splits = {k: pl.read_parquet(folder / f"{k}.parquet") for k in ("train", "valid", "test")}
+    return splits, pl.read_parquet(folder / "items.parquet"), pl.read_parquet(folder / "interactions.parquet"), \
+        json.loads((folder / "meta.json").read_text())
 
 
 def load_prepared(path: str | Path, split: str = "train", prompt_style: str | None = None):
@@ -324,7 +267,7 @@ def load_prepared(path: str | Path, split: str = "train", prompt_style: str | No
 
     splits, items, interactions, meta = read_prepared(path)
     if split not in splits:
-        raise S.DataError(f"split '{split}': choose train, valid or test")
+        raise sources.DataError(f"split '{split}': choose train, valid or test")
     lo, hi = meta["scale"]
     frame = splits[split].join(items.rename({c: f"item_{c}" for c in items.columns if c != "item_id"}),
                                on="item_id", how="left").with_columns(
@@ -369,65 +312,83 @@ def download_amazon2023(category: str, dest: str | Path) -> list[Path]:
     return list(wanted.values())
 
 
+def prepare_on_first_use(auto: AutoPrepare, data_path: str) -> dict:
+    """A recipe's `data.prepare`: download the raw files (when the source can), then prepare them
+    into data.path with the recipe's prepare options, unchanged."""
+    source = get_source(auto.source)
+    raw = Path(auto.path or Path(auto.raw_dir) / auto.category)
+    if source.download is not None:
+        print(f"kit: {data_path} not found: downloading {auto.source} '{auto.category}' to {raw} and preparing it")
+        source.download(auto.category, raw)
+    fields = auto.model_dump(exclude={"category", "raw_dir"}) | {"path": str(raw), "out": auto.out or data_path}
+    return prepare(PrepareOptions(**fields))
+
+
 # --------------------------------------------------------------------------- CLI
 
-def _pair(text: str, name: str) -> tuple[float, float]:
+def add_model_options(parser: argparse.ArgumentParser, model: type[PrepareOptions],
+                      choices: dict[str, list[str]] | None = None) -> None:
+    """One command-line option per field of `model`: its name (or `flag`), type, default and help.
+    Lists, pairs and mappings are taken as text and parsed by the model's own validators."""
+    import typing
+
+    for name, info in model.model_fields.items():
+        flag = (info.json_schema_extra or {}).get("flag", "--" + name.replace("_", "-"))
+        kind = info.annotation
+        inner = [a for a in typing.get_args(kind) if a is not type(None)]
+        if typing.get_origin(kind) is typing.Union and len(inner) == 1:
+            kind = inner[0]
+        help_text = info.description or ""
+        if kind is bool:
+            parser.add_argument(flag, dest=name, action="store_true", default=info.default, help=help_text)
+            continue
+        extra: dict = {"choices": (choices or {}).get(name)}
+        if typing.get_origin(kind) is typing.Literal:
+            extra["choices"] = list(typing.get_args(kind))
+        elif kind in (int, float):
+            extra["type"] = kind
+        if info.is_required():
+            extra["required"] = True
+        else:
+            extra["default"] = info.default
+            if info.default not in (None, [], {}):
+                shown = ",".join(f"{x:g}" for x in info.default) if isinstance(info.default, tuple) else info.default
+                help_text += f" (default: {shown})"
+        parser.add_argument(flag, dest=name, help=help_text, **extra)
+
+
+def options_from_args(args: argparse.Namespace, model: type[PrepareOptions] = PrepareOptions) -> PrepareOptions:
+    """The parsed options as the model, or a one-line DataError naming the option and the fix."""
+    from pydantic import ValidationError
+
     try:
-        a, b = (float(x) for x in text.split(","))
-    except ValueError:
-        raise S.DataError(f"{name} takes two numbers like 1,5 (got {text!r})") from None
-    if not a < b:
-        raise S.DataError(f"{name}: {a:g} must be below {b:g}")
-    return a, b
+        return model(**{name: getattr(args, name) for name in model.model_fields})
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else ""
+        info = model.model_fields.get(name)
+        flag = ((info.json_schema_extra or {}).get("flag") if info else None) or "--" + name.replace("_", "-")
+        raise sources.DataError(f"{flag}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m kit.data", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("prepare", help="files -> interactions, items and leak-free samples")
-    p.add_argument("--source", required=True, choices=SOURCES)
-    p.add_argument("--path", required=True, help="the downloaded folder, or the reviews/ratings file")
-    p.add_argument("--items", help="the items/meta file, when --path is a file")
-    p.add_argument("--out", required=True)
-    p.add_argument("--history", type=int, default=10, help="N: user's last N earlier interactions (paper: 10)")
-    p.add_argument("--item-history", type=int, default=None, help="item's last N by others (default: --history)")
-    p.add_argument("--min-history", type=int, default=5, help="drop targets with fewer history entries in total")
-    p.add_argument("--kcore", type=int, default=0, help="keep users and items with >= k interactions (0: off)")
-    p.add_argument("--split", choices=["loo", "time"], default="loo",
-                   help="loo: per-user leave-last-out (valid = 2nd last, test = last); time: global time cut")
-    p.add_argument("--time-cut", default="0.8,0.9", help="quantiles of target time for valid and test starts")
-    p.add_argument("--max-train", type=int)
-    p.add_argument("--max-valid", type=int)
-    p.add_argument("--max-test", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--categories", default="", help="comma-separated item categories to keep")
-    p.add_argument("--scale", default=None, help="rating scale, e.g. 1,5 or 1,10 (default: the source's)")
-    p.add_argument("--review-chars", type=int, default=400)
-    p.add_argument("--description-chars", type=int, default=400)
-    p.add_argument("--map", default=None, help="csv/jsonl: canonical=column pairs, e.g. user_id=reviewer,rating=stars")
-    p.add_argument("--item-map", default=None, help="csv/jsonl items: item_id=...,title=...,categories=...")
-    p.add_argument("--time-unit", choices=["s", "ms", "iso"], default="s")
-    p.add_argument("--strict", action="store_true", help="stop at the first bad line (file, line, field)")
-    d = sub.add_parser("download", help="Amazon Reviews 2023 raw files of one category from the Hub")
-    d.add_argument("--category", required=True, help="e.g. Digital_Music, All_Beauty, Gift_Cards")
-    d.add_argument("--dest", required=True)
+    prepare_cmd = sub.add_parser("prepare", help="files -> interactions, items and leak-free samples")
+    add_model_options(prepare_cmd, PrepareOptions, choices={"source": list(REGISTRY)})
+    downloadable = [name for name, source in REGISTRY.items() if source.download is not None]
+    download_cmd = sub.add_parser("download", help="raw files of one category, for the sources the kit can download")
+    download_cmd.add_argument("--source", choices=downloadable, default=downloadable[0])
+    download_cmd.add_argument("--category", required=True, help="e.g. Digital_Music, All_Beauty, Gift_Cards")
+    download_cmd.add_argument("--dest", required=True)
     args = ap.parse_args(argv)
     try:
         if args.cmd == "download":
-            for f in download_amazon2023(args.category, args.dest):
-                print(f)
+            for file in REGISTRY[args.source].download(args.category, args.dest):
+                print(file)
             return 0
-        opts = PrepareOptions(
-            source=args.source, path=args.path, out=args.out, items_path=args.items, history=args.history,
-            item_history=args.item_history, min_history=args.min_history, kcore=args.kcore, split=args.split,
-            time_cut=_pair(args.time_cut, "--time-cut"), max_train=args.max_train, max_valid=args.max_valid,
-            max_test=args.max_test, seed=args.seed,
-            categories=[c.strip() for c in args.categories.split(",") if c.strip()],
-            scale=_pair(args.scale, "--scale") if args.scale else None, review_chars=args.review_chars,
-            description_chars=args.description_chars, strict=args.strict, mapping=S.parse_mapping(args.map),
-            item_mapping=S.parse_mapping(args.item_map), time_unit=args.time_unit)
-        prepare(opts)
-    except S.DataError as exc:
+        prepare(options_from_args(args))
+    except sources.DataError as exc:
         print(f"kit: error: {exc}", file=sys.stderr)
         return 2
     return 0

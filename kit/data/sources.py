@@ -65,12 +65,12 @@ def clean_text(value: Any, limit: int = 1000) -> str:
         return ""
     if isinstance(value, list):
         value = " ".join(str(v) for v in value if v)
-    s = str(value)
-    if "<" in s:
-        s = _TAGS.sub("", _BLOCK_TAGS.sub(" ", s))  # block tags separate words, inline tags do not
-    if "&" in s:
-        s = html.unescape(s)
-    return cut_words(_SPACE.sub(" ", s).strip(), limit)
+    text = str(value)
+    if "<" in text:
+        text = _TAGS.sub("", _BLOCK_TAGS.sub(" ", text))  # block tags separate words, inline tags do not
+    if "&" in text:
+        text = html.unescape(text)
+    return cut_words(_SPACE.sub(" ", text).strip(), limit)
 
 
 def open_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, bytes]]:
@@ -109,11 +109,11 @@ def parse_price(value: Any) -> float | None:
         return None
     if isinstance(value, (int, float)):
         return float(value)
-    m = _PRICE.search(str(value))
-    if not m:
+    match = _PRICE.search(str(value))
+    if not match:
         return None  # "None", "", "Click for price"
     try:
-        return float(m.group(0).replace(",", ""))
+        return float(match.group(0).replace(",", ""))
     except ValueError:
         return None
 
@@ -175,43 +175,43 @@ def check_scale(rating: float, scale: tuple[float, float]) -> float:
 # --------------------------------------------------------------------------- Amazon 2023
 
 def amazon2023_review(scale, review_chars):
-    def to_row(r: dict) -> dict:
-        ts = _number(_required(r, "timestamp"), "timestamp")
-        text = clean_text(r.get("text"), review_chars)
-        return {"user_id": str(_required(r, "user_id")), "item_id": str(_required(r, "parent_asin")),
-                "rating": check_scale(_number(_required(r, "rating"), "rating"), scale),
+    def to_row(review: dict) -> dict:
+        ts = _number(_required(review, "timestamp"), "timestamp")
+        text = clean_text(review.get("text"), review_chars)
+        return {"user_id": str(_required(review, "user_id")), "item_id": str(_required(review, "parent_asin")),
+                "rating": check_scale(_number(_required(review, "rating"), "rating"), scale),
                 "timestamp": int(ts // 1000), "review": text}  # 2023 timestamps are milliseconds
     return to_row
 
 
 def amazon2023_item(desc_chars):
-    def to_row(m: dict) -> dict:
-        cats = _str_list(m.get("categories")) or _str_list(m.get("main_category"))
-        return {"item_id": str(_required(m, "parent_asin")), "title": clean_text(m.get("title"), 300),
-                "categories": cats, "brand": clean_text(m.get("store") or m.get("author") or "", 120) or None,
-                "price": parse_price(m.get("price")), "features": [clean_text(f, 200) for f in _str_list(m.get("features"))],
-                "description": clean_text(m.get("description"), desc_chars)}
+    def to_row(meta: dict) -> dict:
+        cats = _str_list(meta.get("categories")) or _str_list(meta.get("main_category"))
+        return {"item_id": str(_required(meta, "parent_asin")), "title": clean_text(meta.get("title"), 300),
+                "categories": cats, "brand": clean_text(meta.get("store") or meta.get("author") or "", 120) or None,
+                "price": parse_price(meta.get("price")), "features": [clean_text(f, 200) for f in _str_list(meta.get("features"))],
+                "description": clean_text(meta.get("description"), desc_chars)}
     return to_row
 
 
 # --------------------------------------------------------------------------- Amazon 2018
 
 def amazon2018_review(scale, review_chars):
-    def to_row(r: dict) -> dict:
-        text = clean_text(r.get("reviewText"), review_chars)
-        return {"user_id": str(_required(r, "reviewerID")), "item_id": str(_required(r, "asin")),
-                "rating": check_scale(_number(_required(r, "overall"), "overall"), scale),
-                "timestamp": int(_number(_required(r, "unixReviewTime"), "unixReviewTime")), "review": text}
+    def to_row(review: dict) -> dict:
+        text = clean_text(review.get("reviewText"), review_chars)
+        return {"user_id": str(_required(review, "reviewerID")), "item_id": str(_required(review, "asin")),
+                "rating": check_scale(_number(_required(review, "overall"), "overall"), scale),
+                "timestamp": int(_number(_required(review, "unixReviewTime"), "unixReviewTime")), "review": text}
     return to_row
 
 
 def amazon2018_item(desc_chars):
-    def to_row(m: dict) -> dict:
-        return {"item_id": str(_required(m, "asin")), "title": clean_text(m.get("title"), 300),
-                "categories": _str_list(m.get("category")) or _str_list(m.get("main_cat")),
-                "brand": clean_text(m.get("brand") or "", 120) or None, "price": parse_price(m.get("price")),
-                "features": [clean_text(f, 200) for f in _str_list(m.get("feature"))],
-                "description": clean_text(m.get("description"), desc_chars)}
+    def to_row(meta: dict) -> dict:
+        return {"item_id": str(_required(meta, "asin")), "title": clean_text(meta.get("title"), 300),
+                "categories": _str_list(meta.get("category")) or _str_list(meta.get("main_cat")),
+                "brand": clean_text(meta.get("brand") or "", 120) or None, "price": parse_price(meta.get("price")),
+                "features": [clean_text(f, 200) for f in _str_list(meta.get("feature"))],
+                "description": clean_text(meta.get("description"), desc_chars)}
     return to_row
 
 
@@ -225,22 +225,72 @@ def _yelp_time(value: Any) -> int:
 
 
 def yelp_review(scale, review_chars):
-    def to_row(r: dict) -> dict:
-        return {"user_id": str(_required(r, "user_id")), "item_id": str(_required(r, "business_id")),
-                "rating": check_scale(_number(_required(r, "stars"), "stars"), scale),
-                "timestamp": _yelp_time(_required(r, "date")), "review": clean_text(r.get("text"), review_chars)}
+    def to_row(review: dict) -> dict:
+        return {"user_id": str(_required(review, "user_id")), "item_id": str(_required(review, "business_id")),
+                "rating": check_scale(_number(_required(review, "stars"), "stars"), scale),
+                "timestamp": _yelp_time(_required(review, "date")), "review": clean_text(review.get("text"), review_chars)}
     return to_row
 
 
 def yelp_item(desc_chars):
-    def to_row(b: dict) -> dict:
-        cats = [c.strip() for c in str(b.get("categories") or "").split(",") if c.strip()]
-        where = ", ".join(x for x in (b.get("city"), b.get("state")) if x)
-        attrs = b.get("attributes") or {}
+    def to_row(business: dict) -> dict:
+        cats = [c.strip() for c in str(business.get("categories") or "").split(",") if c.strip()]
+        where = ", ".join(x for x in (business.get("city"), business.get("state")) if x)
+        attrs = business.get("attributes") or {}
         feats = [f"{k}: {v}" for k, v in list(attrs.items())[:8]] if isinstance(attrs, dict) else []
-        return {"item_id": str(_required(b, "business_id")), "title": clean_text(b.get("name"), 300),
+        return {"item_id": str(_required(business, "business_id")), "title": clean_text(business.get("name"), 300),
                 "categories": cats, "brand": where or None, "price": None, "features": feats,
                 "description": clean_text(f"Located in {where}." if where else "", desc_chars)}
+    return to_row
+
+
+# --------------------------------------------------------------------------- Goodreads (UCSD Book Graph)
+
+_SPOILER_MARKS = re.compile(r"\(view spoiler\)\[|\(hide spoiler\)\]")
+
+
+def _goodreads_time(value: Any) -> int:
+    try:
+        return int(datetime.strptime(str(value), "%a %b %d %H:%M:%S %z %Y").timestamp())
+    except ValueError:
+        raise BadRow("bad_date_added", "date_added",
+                     f"{value!r} is not like 'Fri Aug 25 13:55:02 -0700 2017'") from None
+
+
+def goodreads_review(scale, review_chars):
+    """A rating of 0 means "shelved without a rating": such rows are dropped as `unrated`."""
+    def to_row(review: dict) -> dict:
+        rating = _number(_required(review, "rating"), "rating")
+        if rating == 0:
+            raise BadRow("unrated", "rating", "0 = shelved without a rating")
+        text = _SPOILER_MARKS.sub(" ", str(review.get("review_text") or ""))
+        return {"user_id": str(_required(review, "user_id")), "item_id": str(_required(review, "book_id")),
+                "rating": check_scale(rating, scale), "timestamp": _goodreads_time(_required(review, "date_added")),
+                "review": clean_text(text, review_chars)}
+    return to_row
+
+
+def _count(value: Any) -> int:
+    """Goodreads numbers are strings that may be empty."""
+    try:
+        return int(str(value).strip() or 0)
+    except ValueError:
+        return 0
+
+
+def goodreads_book(desc_chars, shelves: int = 5):
+    """Categories: the book's most used shelves (their counts are strings)."""
+    def to_row(book: dict) -> dict:
+        shelf_list = [s for s in book.get("popular_shelves") or [] if isinstance(s, dict) and s.get("name")]
+        top = sorted(shelf_list, key=lambda s: -_count(s.get("count")))[:shelves]
+        facts = [f"{label} {str(book.get(key)).strip()}" for key, label in
+                 (("publication_year", "published"), ("num_pages", "pages"), ("average_rating", "average rating"))
+                 if str(book.get(key) or "").strip()]
+        authors = [str(a.get("author_id")) for a in book.get("authors") or [] if isinstance(a, dict) and a.get("author_id")]
+        return {"item_id": str(_required(book, "book_id")),
+                "title": clean_text(book.get("title") or book.get("title_without_series"), 300),
+                "categories": [str(s["name"]) for s in top], "brand": ("author " + ", ".join(authors)) if authors else None,
+                "price": None, "features": facts, "description": clean_text(book.get("description"), desc_chars)}
     return to_row
 
 
@@ -275,7 +325,7 @@ def movielens_rating(scale):
 
 def ml100k_item(cols: list[str]) -> dict:
     flags = cols[5:5 + len(ML100K_GENRES)]
-    genres = [g for g, f in zip(ML100K_GENRES, flags) if f.strip() == "1"]
+    genres = [genre for genre, flag in zip(ML100K_GENRES, flags) if flag.strip() == "1"]
     return {"item_id": cols[0].strip(), "title": cols[1].strip(), "categories": genres, "brand": None,
             "price": None, "features": [f"released {cols[2].strip()}"] if cols[2].strip() else [], "description": ""}
 
@@ -288,19 +338,6 @@ def ml1m_item(cols: list[str]) -> dict:
 # --------------------------------------------------------------------------- generic CSV / JSONL
 
 CANONICAL = ("user_id", "item_id", "rating", "timestamp", "review")
-
-
-def parse_mapping(spec: str | None) -> dict[str, str]:
-    """'user_id=reviewer,item_id=product' -> {canonical: source column}."""
-    out: dict[str, str] = {}
-    for part in (spec or "").split(","):
-        if not part.strip():
-            continue
-        if "=" not in part:
-            raise DataError(f"--map: '{part}' must look like canonical=source_column (e.g. user_id=reviewer)")
-        k, v = (x.strip() for x in part.split("=", 1))
-        out[k] = v
-    return out
 
 
 def convert_time(value: Any, unit: str) -> int:
