@@ -311,14 +311,16 @@ def dump_config(cfg: KitConfig) -> str:
 
 
 def config_for_run(run: str | Path | None, recipe: str | None, overrides: list[str] | None = None,
-                   data_dir: str | None = None, default_recipe: str | None = None) -> tuple[KitConfig, Path | None]:
-    """The config of a run folder (or of a recipe), with overrides; `data_dir` points it at a
-    prepared data folder (python -m kit.data prepare). Returns (config, run folder or None)."""
+                   data_dir: str | None = None, default_recipe: str | None = None,
+                   use_defaults: bool = False) -> tuple[KitConfig, Path | None]:
+    """The config of a run folder (or of a recipe, or of the kit's defaults with `use_defaults`),
+    with overrides; `data_dir` points it at a prepared data folder (python -m kit.data prepare).
+    Returns (config, run folder or None)."""
     run_dir = Path(run) if run else None
     if run_dir is not None and not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir}/config.yaml not found: --run takes a folder written by kit.train")
     source = str(run_dir / "config.yaml") if run_dir else (recipe or default_recipe)
-    if source is None:
+    if source is None and not use_defaults:
         raise ConfigError("say what to use: --run RUN_DIR, or --config RECIPE")
     extra = list(overrides or [])
     if data_dir:

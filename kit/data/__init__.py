@@ -176,3 +176,6 @@ def to_prompt_dataset(frame: pl.DataFrame, data: TaskData, cfg: KitConfig, token
                                      "content": data.catalog.reference_answer(row, data.scale)}]
         rows.append(record)
     return Dataset.from_list(rows), too_long
+
+
+from kit.data.prepare import load_prepared  # noqa: E402  (the documented entry point for prepared data)
