@@ -21,7 +21,6 @@ from typing import Any, Iterator
 
 import polars as pl
 
-import kit.runtime  # noqa: F401  (unsloth before transformers/peft)
 from kit.config import ConfigError, KitConfig, config_for_run
 from kit.data import FittedPrompt, TaskData, fit_prompt, load_task_data
 from kit.prompts import clip
@@ -75,6 +74,8 @@ class AppState:
 def build_state(run: str | None = None, config: str | None = None, overrides: list[str] | None = None,
                 data_dir: str | None = None) -> AppState:
     cfg, run_dir = config_for_run(run, config, overrides, data_dir, default_recipe="cpu-demo")
+    import kit.runtime  # noqa: F401  (unsloth before transformers/peft, once the config is known good)
+
     adapter = str(run_dir / "adapter") if run_dir and (run_dir / "adapter" / "adapter_config.json").is_file() else None
     return AppState(cfg=cfg, data=load_task_data(cfg), adapter_dir=adapter)
 

@@ -7,6 +7,7 @@ run here, before any model loads.
 from __future__ import annotations
 
 import copy
+import difflib
 import typing
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -239,6 +240,16 @@ def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     return keys
 
 
+def _suggest(key: str, known: list[str]) -> str:
+    """' (did you mean ...?)' with the closest known keys: the whole path first, then the last part."""
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    if not close:
+        leaf = key.split(".")[-1]
+        close = [k for k in known if k.split(".")[-1] in difflib.get_close_matches(
+            leaf, {k.split(".")[-1] for k in known}, n=2, cutoff=0.75)][:3]
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
 def apply_override(tree: dict, override: str) -> None:
     """Set `a.b.c=value` inside a nested dict, refusing keys the schema does not know."""
     if "=" not in override:
@@ -247,9 +258,7 @@ def apply_override(tree: dict, override: str) -> None:
     key = key.strip()
     known = _known_keys(KitConfig)
     if key not in known and not any(k.startswith(key + ".") for k in known):
-        close = [k for k in known if k.split(".")[-1] == key.split(".")[-1]]
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ConfigError(f"unknown config key '{key}'{hint}")
+        raise ConfigError(f"unknown config key '{key}'{_suggest(key, known)}")
     node = tree
     parts = key.split(".")
     for part in parts[:-1]:
@@ -259,12 +268,19 @@ def apply_override(tree: dict, override: str) -> None:
     node[parts[-1]] = _parse_value(raw)
 
 
+def check_overrides(overrides: list[str] | None) -> None:
+    """Refuse unknown keys and malformed `key=value` before a recipe is even chosen."""
+    for item in overrides or []:
+        apply_override({}, item)
+
+
 def _format_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        return f"{source}: unknown config key '{loc}' (remove it or check the spelling)"
+        hint = _suggest(loc, _known_keys(KitConfig)) or " (remove it or check the spelling)"
+        return f"{source}: unknown config key '{loc}'{hint}"
     if "input" in first and first["type"] != "value_error":
         return f"{source}: {loc} = {first['input']!r}: {msg}"
     return f"{source}: {loc}: {msg}"

@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import kit.runtime  # noqa: F401  (unsloth before trl/transformers/peft)
-from kit.config import ConfigError, KitConfig, dump_config, load_config
+from kit.config import ConfigError, KitConfig, check_overrides, dump_config, load_config
 from kit.data import to_prompt_dataset
 from kit.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
 from kit.rewards import RewardError, load_reward
@@ -203,6 +202,7 @@ def prepare_output_dir(cfg: KitConfig, resume: bool, log=print) -> tuple[Path, P
 
 
 def run(cfg: KitConfig, resume: bool = False, log=print) -> dict:
+    import kit.runtime  # noqa: F401  (unsloth before trl/transformers/peft)
     import random
 
     import numpy as np
@@ -396,7 +396,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:  # a mistyped key is reported before anything heavy is imported
+        check_overrides(args.overrides)
+        if args.config is not None:
+            load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"kit: error: {exc}", file=sys.stderr)
+        return 2
     from kit.versions import check_versions
+
+    import kit.runtime  # noqa: F401  (unsloth before trl/transformers/peft, once the config is known good)
 
     check_versions(warn=lambda m: print(m, file=sys.stderr))
     recipe = args.config

@@ -69,3 +69,42 @@ def test_generation_batch_must_be_multiple_of_batch():
         load_config("smoke", ["grpo.generation_batch_size=6", "grpo.num_generations=2"])
     cfg = load_config("smoke", ["grpo.generation_batch_size=8"])
     assert cfg.grpo.generation_batch_size == 8
+
+
+@pytest.mark.parametrize("override,suggested", [
+    ("grpo.max_step=5", "grpo.max_steps"),
+    ("grpo.learnin_rate=1e-5", "grpo.learning_rate"),
+    ("evaluation.max_new_token=8", "evaluation.max_new_tokens"),
+])
+def test_a_mistyped_key_names_the_closest_one(override, suggested):
+    with pytest.raises(ConfigError, match=rf"did you mean {suggested}\b"):
+        load_config("smoke", [override])
+
+
+def test_a_mistyped_key_in_a_recipe_names_the_closest_one(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grpo:\n  max_step: 5\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'grpo.max_step' \(did you mean grpo.max_steps"):
+        load_config(str(bad))
+
+
+_ENTRY_WITH_A_TYPO = """
+import sys
+from kit.{module} import main
+code = main([{args}"grpo.max_step=5"])
+print("unsloth" in sys.modules, "torch" in sys.modules, code)
+"""
+
+
+@pytest.mark.parametrize("module,args", [("train", '"--config", "smoke", '), ("train", ""),
+                                         ("evaluate", '"--config", "smoke", '), ("app", '"--config", "smoke", ')])
+def test_a_config_typo_is_reported_before_any_heavy_import(module, args):
+    import subprocess
+    import sys
+
+    from kit.paths import REPO_ROOT
+
+    proc = subprocess.run([sys.executable, "-c", _ENTRY_WITH_A_TYPO.format(module=module, args=args)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.stdout.split() == ["False", "False", "2"], proc.stdout + proc.stderr[-2000:]
+    assert "unknown config key 'grpo.max_step' (did you mean grpo.max_steps" in proc.stderr
