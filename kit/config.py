@@ -30,8 +30,15 @@ class SyntheticConfig(_Strict):
     n_users: int = Field(200, ge=2)
     n_items: int = Field(150, ge=2)
     interactions_per_user: int = Field(20, ge=3)
-    noise: float = Field(0.5, ge=0.0, description="std of the Gaussian noise on the latent score")
+    noise: float = Field(0.5, ge=0.0, description="std of the Gaussian noise on the latent score (1-5 units)")
     seed: int = 0
+    scale: tuple[int, int] = Field((1, 5), description="the ratings' scale, e.g. [1, 10]: the data owns it")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.scale[0] < self.scale[1]:
+            raise ValueError(f"data.synthetic.scale: {self.scale[0]} must be below {self.scale[1]}, e.g. [1, 10]")
+        return self
 
 
 class AutoPrepare(_Strict):
@@ -69,12 +76,14 @@ class DataConfig(_Strict):
 
 
 class ScaleConfig(_Strict):
-    min: float = 1.0
-    max: float = 5.0
+    """A check on the data's scale (the data owns it: data.synthetic.scale or meta.json)."""
+
+    min: Optional[float] = Field(None, description="None: not checked")
+    max: Optional[float] = Field(None, description="None: not checked")
 
     @model_validator(mode="after")
     def _ordered(self):
-        if not self.min < self.max:
+        if self.min is not None and self.max is not None and not self.min < self.max:
             raise ValueError(f"rating_scale.min ({self.min:g}) must be below rating_scale.max ({self.max:g})")
         return self
 
@@ -191,7 +200,8 @@ class KitConfig(_Strict):
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataConfig = DataConfig()
-    rating_scale: ScaleConfig = ScaleConfig()
+    rating_scale: Optional[ScaleConfig] = Field(
+        None, description="only a check: the run stops when the data's scale differs (None: take the data's)")
     model: ModelConfig = ModelConfig()
     prompt: PromptConfig = PromptConfig()
     priming: PrimingConfig = PrimingConfig()
@@ -211,9 +221,20 @@ class KitConfig(_Strict):
             raise ValueError(
                 f"evaluation.max_new_tokens ({self.evaluation.max_new_tokens}) leaves no room for a prompt within "
                 f"model.max_seq_length ({self.model.max_seq_length}): lower it or raise model.max_seq_length")
+        d, r = self.data, self.rating_scale
+        if r is not None and d.source == "synthetic":
+            check_scale((r.min, r.max), d.synthetic.scale, "data.synthetic.scale")
         if not self.rewards:
             raise ValueError("rewards: name at least one reward, e.g. [{name: format}, {name: rating}]")
         return self
+
+
+def check_scale(recipe: tuple[float | None, float | None], data: tuple[float, float], where: str) -> None:
+    """`rating_scale` in a recipe is only a check against the data's own scale (None: not checked)."""
+    if any(r is not None and float(r) != float(x) for r, x in zip(recipe, data)):
+        shown = "-".join("?" if r is None else f"{r:g}" for r in recipe)
+        raise ConfigError(f"rating_scale {shown} in the recipe disagrees with the data's scale "
+                          f"{data[0]:g}-{data[1]:g} ({where}): remove rating_scale or fix it")
 
 
 # --------------------------------------------------------------------------- loading

@@ -3,7 +3,8 @@
 This module owns the ONE parser of a model answer: evaluation and the app reuse
 `parse_answer` instead of parsing again. Rewards follow TRL's calling convention
 `fn(completions, **kwargs)`; the true rating arrives as the dataset column
-`rating`, the scale as `rating_min` / `rating_max` (default 1-5).
+`rating`, the data's scale as `rating_min` / `rating_max` (no default: without them a
+completion scores the reward's fallback).
 
 A reward never raises: whatever the text, it returns a float per completion.
 """
@@ -29,7 +30,6 @@ STYLES: dict[str, tuple[str, ...]] = {
     "think_answer": THINK_ANSWER_TAGS,
     "answer_only": ANSWER_ONLY_TAGS,
 }
-DEFAULT_SCALE = (1.0, 5.0)
 MAX_CHARS = 200_000  # longer answers are judged on their head only (bounded cost)
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 
@@ -90,7 +90,7 @@ def _tag_positions(text: str, tag: str) -> tuple[list[int], list[int]]:
     return opens, closes
 
 
-def parse_answer(text: Any, scale: tuple[float, float] = DEFAULT_SCALE, style: str = "reczero") -> ParsedAnswer:
+def parse_answer(text: Any, scale: tuple[float, float], style: str = "reczero") -> ParsedAnswer:
     """Parse an answer in one of the tagged styles.
 
     Valid (the paper's rule) means: every tag occurs exactly once, blocks are in order and
@@ -155,15 +155,16 @@ def _column(kwargs: dict, name: str, n: int, default: Any) -> list:
 
 
 def _scales(kwargs: dict, n: int) -> list[tuple[float, float]]:
-    lows = _column(kwargs, "rating_min", n, DEFAULT_SCALE[0])
-    highs = _column(kwargs, "rating_max", n, DEFAULT_SCALE[1])
+    """The data's scale per completion; a missing or broken one raises (the reward then scores
+    its fallback): a rating is never checked against a scale the data did not give."""
+    lows = _column(kwargs, "rating_min", n, None)
+    highs = _column(kwargs, "rating_max", n, None)
     out = []
     for lo, hi in zip(lows, highs):
-        try:
-            lo_f, hi_f = float(lo), float(hi)
-            out.append((lo_f, hi_f) if lo_f < hi_f else DEFAULT_SCALE)
-        except (TypeError, ValueError):
-            out.append(DEFAULT_SCALE)
+        lo_f, hi_f = float(lo), float(hi)
+        if not lo_f < hi_f:
+            raise ValueError(f"rating_min {lo_f:g} is not below rating_max {hi_f:g}")
+        out.append((lo_f, hi_f))
     return out
 
 

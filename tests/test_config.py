@@ -108,3 +108,31 @@ def test_a_config_typo_is_reported_before_any_heavy_import(module, args):
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.stdout.split() == ["False", "False", "2"], proc.stdout + proc.stderr[-2000:]
     assert "unknown config key 'grpo.max_step' (did you mean grpo.max_steps" in proc.stderr
+
+
+def test_rating_scale_is_only_a_check_on_the_datas_scale(tmp_path):
+    from kit.data import load_task_data
+    from kit.data.prepare import PrepareOptions, prepare
+    from tests import data_fixtures as F
+
+    from kit.data import sample_messages, to_prompt_dataset
+
+    cfg = load_config("smoke", ["data.synthetic.scale=[1, 10]"])
+    data = load_task_data(cfg)
+    assert cfg.rating_scale is None and data.scale == (1.0, 10.0)
+    frame = data.splits["train"].head(4)
+    assert "from 1 to 10" in sample_messages(frame.row(0, named=True), data, cfg)[0]["content"]
+    rows, _ = to_prompt_dataset(frame, data, cfg)  # what the rewards read the scale from
+    assert set(rows["rating_min"]) == {1.0} and set(rows["rating_max"]) == {10.0}
+    assert load_config("smoke", ["data.synthetic.scale=[1, 10]", "rating_scale.max=10"]).rating_scale.max == 10
+    with pytest.raises(ConfigError, match=r"rating_scale \?-10 in the recipe disagrees with the data's scale 1-5 "
+                                          r"\(data.synthetic.scale\)"):
+        load_config("smoke", ["rating_scale.max=10"])
+    out = tmp_path / "prepared"
+    prepare(PrepareOptions(source="amazon2023", path=str(F.amazon2023(tmp_path / "raw")), out=str(out), history=2,
+                           min_history=1), log=lambda *_: None)
+    prepared = ["data.source=prepared", f"data.path={out}"]
+    assert load_task_data(load_config("smoke", prepared)).scale == (1.0, 5.0)
+    with pytest.raises(ConfigError, match=rf"rating_scale 1-10 in the recipe disagrees with the data's scale 1-5 "
+                                          rf"\({out}/meta.json\)"):
+        load_task_data(load_config("smoke", [*prepared, "rating_scale.min=1", "rating_scale.max=10"]))

@@ -226,7 +226,7 @@ def test_blocks_of_rows_change_nothing_in_the_prepared_files(tmp_path, monkeypat
     from kit.data.synthetic import make_catalog
 
     (tmp_path / "raw").mkdir()
-    make_catalog(40, 30, 12, 0.3, 0).interactions.drop("latent_mean").write_csv(tmp_path / "raw" / "ratings.csv")
+    make_catalog(40, 30, 12, 0.3, 0, (1, 5)).interactions.drop("latent_mean").write_csv(tmp_path / "raw" / "ratings.csv")
     run("csv", tmp_path / "raw", tmp_path / "one")
     monkeypatch.setattr(sample_module, "BLOCK_ROWS", 7)
     run("csv", tmp_path / "raw", tmp_path / "blocks")

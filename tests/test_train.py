@@ -120,3 +120,33 @@ def test_validate_prints_the_resolved_config_and_a_verdict(tiny_model_dir):
     tight = kit_train(["--config", "smoke", "--validate", "prompt.max_prompt_tokens=40"], tiny_model_dir, check=False)
     assert tight.returncode == 2
     assert tight.stderr.strip().splitlines()[-1].startswith("kit: error: no training prompt fits")
+
+
+def test_a_ten_point_synthetic_scale_trains_and_evaluates_end_to_end(tmp_path, tiny_model_dir):
+    out = tmp_path / "ten"
+    proc = kit_train(["--config", "smoke", f"output_dir={out}", "data.synthetic.scale=[1, 10]", "grpo.max_steps=2",
+                      "evaluation.before_training=false", "evaluation.samples=4"], tiny_model_dir)
+    assert "scale 1-10" in proc.stdout
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["data"]["synthetic"]["scale"] == [1, 10] and saved["rating_scale"] is None
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["eval_after"]["n"] == 4 and summary["noise_floor"]["mae"] > 0
+    from tests.test_evaluate import kit_evaluate
+
+    kit_evaluate(["--run", str(out), "--limit", "4", "--max-new-tokens", "8", "--no-baselines",
+                  "--out", str(tmp_path / "eval")], tiny_model_dir)
+    settings = json.loads((tmp_path / "eval" / "settings.json").read_text())
+    assert settings["scale"] == [1.0, 10.0]
+    truths = [json.loads(x)["rating"] for x in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert len(truths) == 4 and all(1 <= t <= 10 for t in truths)
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "scale 1-10" in report
+
+
+def test_a_recipe_scale_that_disagrees_with_the_data_stops_before_any_model_loads(tmp_path, tiny_model_dir):
+    proc = kit_train(["--config", "smoke", f"output_dir={tmp_path}/x", "rating_scale.max=10"], tiny_model_dir,
+                     check=False)
+    assert proc.returncode == 2 and not (tmp_path / "x").exists()
+    [error] = [x for x in proc.stderr.splitlines() if x.startswith("kit: error:")]
+    assert "rating_scale ?-10 in the recipe disagrees with the data's scale 1-5" in error
+    assert "Unsloth" not in proc.stderr + proc.stdout  # stopped before the model stack was even imported
