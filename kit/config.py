@@ -184,6 +184,8 @@ class GRPOSettings(_Strict):
 class RewardSpec(_Strict):
     name: str = Field(..., description="a name from kit.rewards.REWARDS, 'pkg.mod:fn' or 'file.py:fn'")
     weight: float = 1.0
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="the reward function's settings, "
+                                   "e.g. {hit: 2.0, miss: -1.5} for exact_match; checked against its signature")
 
 
 class EvalConfig(_Strict):

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from kit.config import ConfigError, KitConfig, check_overrides, dump_config, load_config
 from kit.data import to_prompt_dataset
 from kit.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
-from kit.rewards import RewardError, load_reward
+from kit.rewards import RewardError, load_recipe_rewards
 
 DEFAULT_CPU_RECIPE = "cpu-demo"
 DEFAULT_GPU_RECIPE = "gpu-16gb"
@@ -39,7 +39,8 @@ def metrics_callback(path: Path, phase: str):
     return MetricsToJsonl()
 
 
-def with_completion_log(rewards: list[Callable], every: int, path: Path, out=print) -> list[Callable]:
+def with_completion_log(rewards: list[Callable], every: int, path: Path, out=print,
+                        weights: list[float] | None = None) -> list[Callable]:
     """Wrap the first reward so that every N steps one sampled completion and its reward
     breakdown go to completions.jsonl and the console (TRL's own table every step is slow)."""
     if not rewards:
@@ -59,6 +60,9 @@ def with_completion_log(rewards: list[Callable], every: int, path: Path, out=pri
 
             text = completion_text(completions[0])
             record = {"step": step, "rating": one.get("rating", [None])[0], "rewards": breakdown, "completion": text}
+            if weights is not None:  # the recipe's weights and the weighted total, as the app shows them
+                record["weights"] = {fn.__name__: w for fn, w in zip(rewards, weights)}
+                record["total"] = sum(w * breakdown[fn.__name__] for fn, w in zip(rewards, weights))
             append_jsonl(path, record)
             out(f"\n[step {step}] true rating {record['rating']} rewards {json.dumps(breakdown)}\n{text[:600]}\n")
         return values
@@ -211,7 +215,7 @@ def run(cfg: KitConfig, resume: bool = False, log=print) -> dict:
     from kit.data import load_task_data
     from kit.model import load_model
 
-    rewards = [load_reward(r.name) for r in cfg.rewards]  # checked before anything is written or loaded
+    rewards = [r.fn for r in load_recipe_rewards(cfg.rewards)]  # checked (kwargs too) before anything is written
     out, ckpt = prepare_output_dir(cfg, resume, log)
     random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
     t0 = time.time()
@@ -259,7 +263,8 @@ def run(cfg: KitConfig, resume: bool = False, log=print) -> dict:
         log(f"kit: dropped {too_long} prompts longer than prompt.max_prompt_tokens={cfg.prompt.max_prompt_tokens}")
     if len(train_ds) == 0:
         raise SystemExit("kit: no training prompt fits prompt.max_prompt_tokens; raise it or shorten histories")
-    reward_fns = with_completion_log(rewards, cfg.grpo.log_completions_every, out / "completions.jsonl", log)
+    reward_fns = with_completion_log(rewards, cfg.grpo.log_completions_every, out / "completions.jsonl", log,
+                                     weights=[r.weight for r in cfg.rewards])
     trainer = GRPOTrainer(model=lm.model, processing_class=lm.tokenizer, reward_funcs=reward_fns,
                           args=grpo_args(cfg, out, lm.fast_inference), train_dataset=train_ds,
                           callbacks=[metrics_callback(out / "metrics.jsonl", "grpo")])
@@ -418,8 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(recipe, args.overrides)
         if args.validate:
-            for r in cfg.rewards:
-                load_reward(r.name)
+            load_recipe_rewards(cfg.rewards)
             print(dump_config(cfg), end="")
             ok, verdict = validation_verdict(cfg, cfg.name)
             print(verdict, file=sys.stdout if ok else sys.stderr)

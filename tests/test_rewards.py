@@ -149,3 +149,23 @@ def test_user_reward_from_file_and_dotted_path(tmp_path):
     with pytest.raises(RewardError, match="not a registered name"):
         load_reward("formatt")
 
+
+def test_reward_kwargs_are_bound_and_checked_against_the_signature(tmp_path):
+    from kit.config import load_config
+    from kit.rewards import load_recipe_rewards, reward_breakdown
+
+    strict = load_reward("exact_match", {"hit": 1.0, "miss": -0.25})
+    assert strict([GOOD, GOOD], rating=[4, 3], **SCALE) == [1.0, -0.25]
+    assert strict.__name__ == "exact_match"  # what TRL logs it as
+    with pytest.raises(RewardError, match=r"^reward 'exact_match': unknown kwarg 'hits' \(did you mean 'hit'\?\)$"):
+        load_reward("exact_match", {"hits": 1.0})
+    with pytest.raises(RewardError, match="unknown kwarg 'rating'"):  # a dataset column is not a setting
+        load_reward("exact_match", {"rating": 1.0})
+    with pytest.raises(RewardError, match="unknown kwarg 'hit' \\(it takes no settings\\)"):
+        load_reward("format", {"hit": 1.0})
+    f = tmp_path / "scaled.py"
+    f.write_text("def scaled(completions, factor=1.0, **kwargs):\n    return [factor * len(str(c)) for c in completions]\n")
+    cfg = load_config("smoke", [f"rewards=[{{name: '{f}:scaled', weight: 0.5, kwargs: {{factor: 2}}}}, {{name: format}}]"])
+    rewards = load_recipe_rewards(cfg.rewards)
+    b = reward_breakdown(rewards, "abc", rating=[4.0], **SCALE)
+    assert b == {"rewards": {"scaled": 6.0, "format": -1.0}, "weights": {"scaled": 0.5, "format": 1.0}, "total": 2.0}

@@ -52,6 +52,9 @@ def test_smoke_recipe_cli_leaves_adapter_config_and_metrics(tmp_path, tiny_model
     completions = [json.loads(x) for x in (out / "completions.jsonl").read_text().splitlines()]
     assert [c["step"] for c in completions] == [0, 2]  # every log_completions_every=2 steps
     assert set(completions[0]["rewards"]) == {"format", "rating", "graded_format"}
+    for c in completions:  # the recipe's weights and the weighted total, as the app shows them
+        assert c["weights"] == {"format": 1.0, "rating": 1.0, "graded_format": 0.5}
+        assert c["total"] == pytest.approx(sum(c["weights"][k] * v for k, v in c["rewards"].items()))
 
 
 def test_grpo_moves_lora_and_the_adapter_reloads(tmp_path, tiny_model_dir):
@@ -102,6 +105,7 @@ def test_resume_keeps_the_step_count(tmp_path, tiny_model_dir):
     ("grpo.num_generations=3", "must divide the generation batch"),
     ("rewards=[{name: nope}]", "not a registered name"),
     ("grpo.max_stepz=3", "unknown config key"),
+    ("rewards=[{name: exact_match, kwargs: {hits: 1}}]", "reward 'exact_match': unknown kwarg 'hits'"),
 ])
 def test_bad_config_fails_fast_with_one_line(override, message, tiny_model_dir, tmp_path):
     proc = kit_train(["--config", "smoke", f"output_dir={tmp_path}/x", override], tiny_model_dir, check=False)
