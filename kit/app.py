@@ -21,12 +21,11 @@ from typing import Any, Iterator
 
 import polars as pl
 
-import kit.runtime  # noqa: F401  (unsloth before transformers/peft)
 from kit.config import ConfigError, KitConfig, config_for_run
 from kit.data import FittedPrompt, TaskData, fit_prompt, load_task_data
 from kit.prompts import clip
 from kit.evaluate import sampled_ratings
-from kit.rewards import REWARDS, parse_answer
+from kit.rewards import RecipeReward, load_recipe_rewards, parse_answer, reward_breakdown
 
 MAX_NEW_TOKENS = 1024
 MAX_SAMPLES = 8
@@ -44,6 +43,7 @@ class AppState:
     data: TaskData
     loaded: Any = None                 # kit.model.LoadedModel, loaded on first use
     adapter_dir: str | None = None
+    rewards: list[RecipeReward] | None = None  # the recipe's rewards, weights and kwargs: what training used
     _samples: dict | None = None
     _by_user: dict | None = None
 
@@ -75,8 +75,10 @@ class AppState:
 def build_state(run: str | None = None, config: str | None = None, overrides: list[str] | None = None,
                 data_dir: str | None = None) -> AppState:
     cfg, run_dir = config_for_run(run, config, overrides, data_dir, default_recipe="cpu-demo")
+    import kit.runtime  # noqa: F401  (unsloth before transformers/peft, once the config is known good)
+
     adapter = str(run_dir / "adapter") if run_dir and (run_dir / "adapter" / "adapter_config.json").is_file() else None
-    return AppState(cfg=cfg, data=load_task_data(cfg), adapter_dir=adapter)
+    return AppState(cfg=cfg, data=load_task_data(cfg), adapter_dir=adapter, rewards=load_recipe_rewards(cfg.rewards))
 
 
 # --------------------------------------------------------------------------- data views
@@ -169,8 +171,10 @@ def truth_markdown(sample: dict) -> str:
 
 # --------------------------------------------------------------------------- answers
 
-def answer_panels(text: str, sample: dict, scale: tuple[float, float], style: str = "reczero") -> dict[str, str]:
-    """The four stages as markdown panels, the rating card, the reward breakdown, what is wrong."""
+def answer_panels(text: str, sample: dict, scale: tuple[float, float], rewards: list[RecipeReward],
+                  style: str = "reczero") -> dict[str, str]:
+    """The four stages as markdown panels, the rating card, the recipe's reward breakdown
+    (each reward, its weight, the weighted total training optimised), what is wrong."""
     parsed = parse_answer(text, scale, style)
     sec = parsed.sections
     item_lines = [ln.strip() for ln in sec.get("analyze item", "").splitlines() if ln.strip()]
@@ -189,12 +193,12 @@ def answer_panels(text: str, sample: dict, scale: tuple[float, float], style: st
     else:
         verdict = "<div class='kit-rating kit-bad'>malformed</div><div>" + "<br>".join(
             esc(p) for p in parsed.problems[:6]) + "</div>"
-    kwargs = {"rating": [sample["rating"]], "rating_min": [scale[0]], "rating_max": [scale[1]]}
-    rewards = "\n".join(["| reward | value |", "|---|---|"] +
-                        [f"| {name} | {fn([text], **kwargs)[0]:+.3f} |" for name, fn in REWARDS.items()
-                         if not name.startswith(("think_answer", "answer_only")) or style != "reczero"])
+    b = reward_breakdown(rewards, text, rating=[sample["rating"]], rating_min=[scale[0]], rating_max=[scale[1]])
+    table = "\n".join(["| reward | weight | value |", "|---|---|---|"] +
+                      [f"| {name} | {b['weights'][name]:g} | {v:+.3f} |" for name, v in b["rewards"].items()] +
+                      [f"| weighted total | | {b['total']:+.3f} |"])
     return {"user": esc(sec.get("analyze user", "")) or "_(missing)_", "item": item_md,
-            "match": esc(sec.get("match", "")) or "_(missing)_", "rating": verdict, "rewards": rewards,
+            "match": esc(sec.get("match", "")) or "_(missing)_", "rating": verdict, "rewards": table,
             "raw": text, "valid": "yes" if parsed.valid else "no"}
 
 
@@ -345,10 +349,12 @@ def build_ui(state: AppState):
             for key, _ in sides:
                 text = ""
                 for text in stream_answer(state, sample, key == "tuned", temp, max_new, seed_value):
-                    blank[key].update(answer_panels(text, sample, state.data.scale, state.cfg.prompt.style))
+                    blank[key].update(answer_panels(text, sample, state.data.scale, state.rewards,
+                                                    state.cfg.prompt.style))
                     blank[key]["rating"] = "<div>generating...</div>"
                     yield pack("generating...", prompt)
-                blank[key].update(answer_panels(text, sample, state.data.scale, state.cfg.prompt.style))
+                blank[key].update(answer_panels(text, sample, state.data.scale, state.rewards,
+                                                state.cfg.prompt.style))
                 if int(n) > 1:
                     s = sample_ratings(state, sample, int(n), key == "tuned", temp or 0.7, max_new, seed_value)
                     shown = ", ".join("malformed" if r is None else f"{r:g}" for r in s["ratings"])

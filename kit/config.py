@@ -7,6 +7,7 @@ run here, before any model loads.
 from __future__ import annotations
 
 import copy
+import difflib
 import typing
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -29,8 +30,15 @@ class SyntheticConfig(_Strict):
     n_users: int = Field(200, ge=2)
     n_items: int = Field(150, ge=2)
     interactions_per_user: int = Field(20, ge=3)
-    noise: float = Field(0.5, ge=0.0, description="std of the Gaussian noise on the latent score")
+    noise: float = Field(0.5, ge=0.0, description="std of the Gaussian noise on the latent score (1-5 units)")
     seed: int = 0
+    scale: tuple[int, int] = Field((1, 5), description="the ratings' scale, e.g. [1, 10]: the data owns it")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.scale[0] < self.scale[1]:
+            raise ValueError(f"data.synthetic.scale: {self.scale[0]} must be below {self.scale[1]}, e.g. [1, 10]")
+        return self
 
 
 def _pair_of_numbers(value: Any) -> Any:
@@ -150,12 +158,14 @@ class DataConfig(_Strict):
 
 
 class ScaleConfig(_Strict):
-    min: float = 1.0
-    max: float = 5.0
+    """A check on the data's scale (the data owns it: data.synthetic.scale or meta.json)."""
+
+    min: Optional[float] = Field(None, description="None: not checked")
+    max: Optional[float] = Field(None, description="None: not checked")
 
     @model_validator(mode="after")
     def _ordered(self):
-        if not self.min < self.max:
+        if self.min is not None and self.max is not None and not self.min < self.max:
             raise ValueError(f"rating_scale.min ({self.min:g}) must be below rating_scale.max ({self.max:g})")
         return self
 
@@ -256,6 +266,8 @@ class GRPOSettings(_Strict):
 class RewardSpec(_Strict):
     name: str = Field(..., description="a name from kit.rewards.REWARDS, 'pkg.mod:fn' or 'file.py:fn'")
     weight: float = 1.0
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="the reward function's settings, "
+                                   "e.g. {hit: 2.0, miss: -1.5} for exact_match; checked against its signature")
 
 
 class EvalConfig(_Strict):
@@ -283,7 +295,8 @@ class KitConfig(_Strict):
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataConfig = DataConfig()
-    rating_scale: ScaleConfig = ScaleConfig()
+    rating_scale: Optional[ScaleConfig] = Field(
+        None, description="only a check: the run stops when the data's scale differs (None: take the data's)")
     model: ModelConfig = ModelConfig()
     prompt: PromptConfig = PromptConfig()
     priming: PrimingConfig = PrimingConfig()
@@ -306,9 +319,20 @@ class KitConfig(_Strict):
             raise ValueError(
                 f"evaluation.max_new_tokens ({self.evaluation.max_new_tokens}) leaves no room for a prompt within "
                 f"model.max_seq_length ({self.model.max_seq_length}): lower it or raise model.max_seq_length")
+        d, r = self.data, self.rating_scale
+        if r is not None and d.source == "synthetic":
+            check_scale((r.min, r.max), d.synthetic.scale, "data.synthetic.scale")
         if not self.rewards:
             raise ValueError("rewards: name at least one reward, e.g. [{name: format}, {name: rating}]")
         return self
+
+
+def check_scale(recipe: tuple[float | None, float | None], data: tuple[float, float], where: str) -> None:
+    """`rating_scale` in a recipe is only a check against the data's own scale (None: not checked)."""
+    if any(r is not None and float(r) != float(x) for r, x in zip(recipe, data)):
+        shown = "-".join("?" if r is None else f"{r:g}" for r in recipe)
+        raise ConfigError(f"rating_scale {shown} in the recipe disagrees with the data's scale "
+                          f"{data[0]:g}-{data[1]:g} ({where}): remove rating_scale or fix it")
 
 
 # --------------------------------------------------------------------------- loading
@@ -335,6 +359,16 @@ def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     return keys
 
 
+def _suggest(key: str, known: list[str]) -> str:
+    """' (did you mean ...?)' with the closest known keys: the whole path first, then the last part."""
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    if not close:
+        leaf = key.split(".")[-1]
+        close = [k for k in known if k.split(".")[-1] in difflib.get_close_matches(
+            leaf, {k.split(".")[-1] for k in known}, n=2, cutoff=0.75)][:3]
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
 def apply_override(tree: dict, override: str) -> None:
     """Set `a.b.c=value` inside a nested dict, refusing keys the schema does not know."""
     if "=" not in override:
@@ -343,9 +377,7 @@ def apply_override(tree: dict, override: str) -> None:
     key = key.strip()
     known = _known_keys(KitConfig)
     if key not in known and not any(k.startswith(key + ".") for k in known):
-        close = [k for k in known if k.split(".")[-1] == key.split(".")[-1]]
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ConfigError(f"unknown config key '{key}'{hint}")
+        raise ConfigError(f"unknown config key '{key}'{_suggest(key, known)}")
     node = tree
     parts = key.split(".")
     for part in parts[:-1]:
@@ -355,12 +387,19 @@ def apply_override(tree: dict, override: str) -> None:
     node[parts[-1]] = _parse_value(raw)
 
 
+def check_overrides(overrides: list[str] | None) -> None:
+    """Refuse unknown keys and malformed `key=value` before a recipe is even chosen."""
+    for item in overrides or []:
+        apply_override({}, item)
+
+
 def _format_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        return f"{source}: unknown config key '{loc}' (remove it or check the spelling)"
+        hint = _suggest(loc, _known_keys(KitConfig)) or " (remove it or check the spelling)"
+        return f"{source}: unknown config key '{loc}'{hint}"
     if "input" in first and first["type"] != "value_error":
         return f"{source}: {loc} = {first['input']!r}: {msg}"
     return f"{source}: {loc}: {msg}"
@@ -407,14 +446,16 @@ def dump_config(cfg: KitConfig) -> str:
 
 
 def config_for_run(run: str | Path | None, recipe: str | None, overrides: list[str] | None = None,
-                   data_dir: str | None = None, default_recipe: str | None = None) -> tuple[KitConfig, Path | None]:
-    """The config of a run folder (or of a recipe), with overrides; `data_dir` points it at a
-    prepared data folder (python -m kit.data prepare). Returns (config, run folder or None)."""
+                   data_dir: str | None = None, default_recipe: str | None = None,
+                   use_defaults: bool = False) -> tuple[KitConfig, Path | None]:
+    """The config of a run folder (or of a recipe, or of the kit's defaults with `use_defaults`),
+    with overrides; `data_dir` points it at a prepared data folder (python -m kit.data prepare).
+    Returns (config, run folder or None)."""
     run_dir = Path(run) if run else None
     if run_dir is not None and not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir}/config.yaml not found: --run takes a folder written by kit.train")
     source = str(run_dir / "config.yaml") if run_dir else (recipe or default_recipe)
-    if source is None:
+    if source is None and not use_defaults:
         raise ConfigError("say what to use: --run RUN_DIR, or --config RECIPE")
     extra = list(overrides or [])
     if data_dir:

@@ -216,6 +216,22 @@ def write_report(out: Path, title: str, model_metrics: dict, baselines: dict[str
     return out / "report.md"
 
 
+def write_baselines_report(out: Path, split: str, n_pairs: int, baselines: dict[str, dict],
+                           floor: dict | None, note: str) -> None:
+    """--baselines-only --out DIR: the classical table as metrics.json and report.md (no LLM)."""
+    out.mkdir(parents=True, exist_ok=True)
+    metrics: dict[str, Any] = {"split": split, "n": n_pairs,
+                               "baselines": {k: {m: v[m] for m in METRIC_KEYS} for k, v in baselines.items()}}
+    if floor:
+        metrics["noise_floor"] = floor
+    atomic_write_json(out / "metrics.json", metrics)
+    parts = [f"# Baselines on {split} ({n_pairs} pairs)", "", metrics_table(baselines), "",
+             "Baselines are fitted on the training interactions and scored on these pairs."]
+    if note:
+        parts += ["", note]
+    atomic_write_text(out / "report.md", "\n".join(parts) + "\n")
+
+
 # --------------------------------------------------------------------------- entry points
 
 def _settings(args: argparse.Namespace, cfg: KitConfig, adapter: str | None, dtype: str,
@@ -234,6 +250,13 @@ def _config_for(args: argparse.Namespace) -> tuple[KitConfig, Path | None]:
         overrides.append(f"model.name={args.model}")
     if args.max_new_tokens:
         overrides.append(f"evaluation.max_new_tokens={args.max_new_tokens}")
+    if not (args.run or args.config or args.data):
+        raise ConfigError("say what to evaluate on: --data PREPARED_DIR, --config RECIPE or --run RUN_DIR")
+    if args.data and not (args.run or args.config):
+        if args.baselines_only:  # the data is all the baselines need: the kit's defaults, no recipe
+            return config_for_run(None, None, overrides, args.data, default_recipe=None, use_defaults=True)
+        print("kit: --data without --config: model and evaluation settings from templates/recipes/cpu-demo.yaml",
+              file=sys.stderr)
     return config_for_run(args.run, args.config, overrides, args.data,
                           default_recipe="cpu-demo" if args.data else None)
 
@@ -254,10 +277,13 @@ def evaluate_main(args: argparse.Namespace) -> int:
         floor = noise_floor([data.catalog.expected(u, i) for u, i in zip(frame["user_id"], frame["item_id"])],
                             data.catalog.noise, scale)
     if args.baselines_only:
-        print(metrics_table(baselines))
-        if floor:
-            print(f"\nnoise floor of the synthetic data (oracle knowing mu): MAE {floor['mae']:.4f}, "
-                  f"RMSE {floor['rmse']:.4f}")
+        table = metrics_table(baselines)
+        note = (f"noise floor of the synthetic data (oracle knowing mu): MAE {floor['mae']:.4f}, "
+                f"RMSE {floor['rmse']:.4f}") if floor else ""
+        print(table + (f"\n\n{note}" if note else ""))
+        if args.out:
+            write_baselines_report(Path(args.out), args.split, len(frame), baselines, floor, note)
+            print(f"\nkit: wrote {Path(args.out) / 'report.md'} and metrics.json")
         return 0
 
     adapter: str | None

@@ -19,7 +19,7 @@ def _mae_rmse(pairs: list[tuple[float, float]]) -> tuple[float, float]:
 
 
 def rating_metrics(truths: Sequence[float], preds: Sequence[float | None], fallbacks: Sequence[float],
-                   scale: tuple[float, float] = (1.0, 5.0)) -> dict:
+                   scale: tuple[float, float]) -> dict:
     """n, mae, rmse (failures scored with the fallback), valid-only mae/rmse, failure rate,
     exact match and within-one (of the scored predictions), per-true-rating MAE."""
     if not (len(truths) == len(preds) == len(fallbacks)):

@@ -43,7 +43,7 @@ def _num(x: float) -> str:
     return f"{x:g}"
 
 
-def system_prompt(style: str = "reczero", scale: tuple[float, float] = (1.0, 5.0)) -> str:
+def system_prompt(style: str, scale: tuple[float, float]) -> str:
     return _env().get_template(f"{style}_system.j2").render(scale_min=_num(scale[0]), scale_max=_num(scale[1])).strip()
 
 
@@ -67,8 +67,8 @@ def user_prompt(sample: Mapping, items: Mapping[str, Mapping], review_chars: int
     ).strip()
 
 
-def build_messages(sample: Mapping, items: Mapping[str, Mapping], style: str = "reczero",
-                   scale: tuple[float, float] = (1.0, 5.0), **clip_sizes: int) -> list[dict[str, str]]:
+def build_messages(sample: Mapping, items: Mapping[str, Mapping], style: str,
+                   scale: tuple[float, float], **clip_sizes: int) -> list[dict[str, str]]:
     return [{"role": "system", "content": system_prompt(style, scale)},
             {"role": "user", "content": user_prompt(sample, items, **clip_sizes)}]
 

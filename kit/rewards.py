@@ -3,7 +3,8 @@
 This module owns the ONE parser of a model answer: evaluation and the app reuse
 `parse_answer` instead of parsing again. Rewards follow TRL's calling convention
 `fn(completions, **kwargs)`; the true rating arrives as the dataset column
-`rating`, the scale as `rating_min` / `rating_max` (default 1-5).
+`rating`, the data's scale as `rating_min` / `rating_max` (no default: without them a
+completion scores the reward's fallback).
 
 A reward never raises: whatever the text, it returns a float per completion.
 """
@@ -29,7 +30,6 @@ STYLES: dict[str, tuple[str, ...]] = {
     "think_answer": THINK_ANSWER_TAGS,
     "answer_only": ANSWER_ONLY_TAGS,
 }
-DEFAULT_SCALE = (1.0, 5.0)
 MAX_CHARS = 200_000  # longer answers are judged on their head only (bounded cost)
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 
@@ -90,7 +90,7 @@ def _tag_positions(text: str, tag: str) -> tuple[list[int], list[int]]:
     return opens, closes
 
 
-def parse_answer(text: Any, scale: tuple[float, float] = DEFAULT_SCALE, style: str = "reczero") -> ParsedAnswer:
+def parse_answer(text: Any, scale: tuple[float, float], style: str = "reczero") -> ParsedAnswer:
     """Parse an answer in one of the tagged styles.
 
     Valid (the paper's rule) means: every tag occurs exactly once, blocks are in order and
@@ -155,15 +155,16 @@ def _column(kwargs: dict, name: str, n: int, default: Any) -> list:
 
 
 def _scales(kwargs: dict, n: int) -> list[tuple[float, float]]:
-    lows = _column(kwargs, "rating_min", n, DEFAULT_SCALE[0])
-    highs = _column(kwargs, "rating_max", n, DEFAULT_SCALE[1])
+    """The data's scale per completion; a missing or broken one raises (the reward then scores
+    its fallback): a rating is never checked against a scale the data did not give."""
+    lows = _column(kwargs, "rating_min", n, None)
+    highs = _column(kwargs, "rating_max", n, None)
     out = []
     for lo, hi in zip(lows, highs):
-        try:
-            lo_f, hi_f = float(lo), float(hi)
-            out.append((lo_f, hi_f) if lo_f < hi_f else DEFAULT_SCALE)
-        except (TypeError, ValueError):
-            out.append(DEFAULT_SCALE)
+        lo_f, hi_f = float(lo), float(hi)
+        if not lo_f < hi_f:
+            raise ValueError(f"rating_min {lo_f:g} is not below rating_max {hi_f:g}")
+        out.append((lo_f, hi_f))
     return out
 
 
@@ -236,12 +237,15 @@ def _graded_format(completion, kwargs, i):
     return parse_answer(completion, _scale_at(kwargs, i), "reczero").graded
 
 
-def _exact_match(completion, kwargs, i):
-    parsed = parse_answer(completion, _scale_at(kwargs, i), "reczero")
-    truth = _truth(kwargs, i)
-    if parsed.valid and truth is not None and abs(parsed.rating - truth) < 1e-6:
-        return 2.0
-    return -1.5
+def exact_match(completions: Sequence[Any], *, hit: float = 2.0, miss: float = -1.5, **kwargs: Any) -> list[float]:
+    """Ablation: `hit` when the valid prediction equals the truth, `miss` otherwise (a recipe
+    sets both: {name: exact_match, kwargs: {hit: 2.0, miss: -1.5}})."""
+    def score(completion, columns, i):
+        parsed = parse_answer(completion, _scale_at(columns, i), "reczero")
+        truth = _truth(columns, i)
+        return hit if parsed.valid and truth is not None and abs(parsed.rating - truth) < 1e-6 else miss
+
+    return _safe(score, miss)(completions, **kwargs)
 
 
 REWARDS: dict[str, RewardFn] = {
@@ -249,8 +253,7 @@ REWARDS: dict[str, RewardFn] = {
     "rating": _rating_reward("reczero", "rating"),
     "graded_format": _named(_safe(_graded_format, 0.0), "graded_format",
                             "Fraction (0-1) of the format checks passed: partial credit for small models."),
-    "exact_match": _named(_safe(_exact_match, -1.5), "exact_match",
-                          "Ablation: +2 when the valid prediction equals the truth, -1.5 otherwise."),
+    "exact_match": exact_match,
     "think_answer_format": _format_reward("think_answer", "think_answer_format"),
     "think_answer_rating": _rating_reward("think_answer", "think_answer_rating"),
     "answer_only_format": _format_reward("answer_only", "answer_only_format"),
@@ -318,8 +321,57 @@ def check_reward(fn: Callable, name: str) -> None:
             raise RewardError(f"reward '{name}' returned {type(v).__name__}, expected float or None")
 
 
-def load_reward(spec: str) -> RewardFn:
-    """A registered reward by name, or a user function by 'pkg.mod:fn' / 'file.py:fn'."""
+def load_reward(spec: str, kwargs: dict[str, Any] | None = None) -> RewardFn:
+    """A registered reward by name, or a user function by 'pkg.mod:fn' / 'file.py:fn', with the
+    recipe's keyword arguments bound (each checked against the function's signature)."""
     fn = REWARDS.get(spec) or _load_callable(spec)
+    if kwargs:
+        fn = bind_reward_kwargs(fn, spec, kwargs)
     check_reward(fn, spec)
     return fn
+
+
+def bind_reward_kwargs(fn: Callable, spec: str, kwargs: dict[str, Any]) -> RewardFn:
+    """`fn` with the recipe's keyword arguments fixed. Each must be a named parameter of `fn`
+    (what **kwargs alone would swallow is a typo, and dataset columns are not settings)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        raise RewardError(f"reward '{spec}': its signature cannot be read, so kwargs cannot be checked") from None
+    named = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+             and n != "completions"]
+    for key in kwargs:
+        if key not in named:
+            import difflib
+
+            close = difflib.get_close_matches(key, named, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else (
+                f"it takes {', '.join(named)}" if named else "it takes no settings")
+            raise RewardError(f"reward '{spec}': unknown kwarg '{key}' ({hint})")
+
+    def bound(completions, **columns):
+        return fn(completions, **{**columns, **kwargs})
+
+    return _named(bound, getattr(fn, "__name__", spec), fn.__doc__ or "")
+
+
+@dataclass
+class RecipeReward:
+    """One entry of a recipe's `rewards`: what training, completions.jsonl and the app all use."""
+
+    name: str
+    weight: float
+    fn: RewardFn
+
+
+def load_recipe_rewards(specs: Sequence[Any]) -> list[RecipeReward]:
+    """The recipe's rewards (objects with .name, .weight, .kwargs), loaded and checked."""
+    loaded = [(s, load_reward(s.name, getattr(s, "kwargs", None))) for s in specs]
+    return [RecipeReward(fn.__name__, s.weight, fn) for s, fn in loaded]  # named as TRL logs them
+
+
+def reward_breakdown(rewards: Sequence[RecipeReward], completion: Any, **columns: Any) -> dict[str, Any]:
+    """Each reward's value for one completion, the weights, and the weighted total TRL optimises."""
+    values = {r.name: float(r.fn([completion], **columns)[0]) for r in rewards}
+    total = sum(r.weight * values[r.name] for r in rewards)
+    return {"rewards": values, "weights": {r.name: r.weight for r in rewards}, "total": total}

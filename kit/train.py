@@ -20,14 +20,13 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
-import kit.runtime  # noqa: F401,E402  (unsloth before trl/transformers/peft)
 from kit.budget import Costs, Deadline, Plan, Sizes, Timeline, grpo_step_estimate, make_plan, priming_steps  # noqa: E402
 from kit import stage_cache  # noqa: E402
-from kit.config import ConfigError, KitConfig, dump_config, load_config  # noqa: E402
+from kit.config import ConfigError, KitConfig, check_overrides, dump_config, load_config  # noqa: E402
 from kit.data import to_prompt_dataset  # noqa: E402
 from kit.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl  # noqa: E402
 from kit.progress import Console, drop_default_bars, format_duration, trainer_progress  # noqa: E402
-from kit.rewards import RewardError, load_reward  # noqa: E402
+from kit.rewards import RewardError, load_recipe_rewards  # noqa: E402
 
 DEFAULT_CPU_RECIPE = "cpu-demo"
 DEFAULT_GPU_RECIPE = "gpu-16gb"
@@ -53,8 +52,10 @@ class RewardWatch:
     the console), and every N steps writes one sampled completion with its reward breakdown to
     completions.jsonl and the log (TRL's own table every step is slow)."""
 
-    def __init__(self, rewards: list[Callable], every: int, path: Path, out=print, style: str = "reczero"):
+    def __init__(self, rewards: list[Callable], every: int, path: Path, out=print, style: str = "reczero",
+                 weights: list[float] | None = None):
         self.rewards, self.every, self.path, self.out, self.style = rewards, every, path, out, style
+        self.weights = weights
         self.last_step = -1
         self.valid_share: float | None = None
 
@@ -89,13 +90,17 @@ class RewardWatch:
         breakdown[first.__name__] = values[0]
         text = completion_text(completions[0])
         record = {"step": step, "rating": one.get("rating", [None])[0], "rewards": breakdown, "completion": text}
+        if self.weights is not None:  # the recipe's weights and the weighted total, as the app shows them
+            record["weights"] = {fn.__name__: w for fn, w in zip(self.rewards, self.weights)}
+            record["total"] = sum(w * breakdown[fn.__name__] for fn, w in zip(self.rewards, self.weights))
         append_jsonl(self.path, record)
         self.out(f"[step {step}] true rating {record['rating']} rewards {json.dumps(breakdown)}\n{text[:600]}")
 
 
-def with_completion_log(rewards: list[Callable], every: int, path: Path, out=print) -> list[Callable]:
+def with_completion_log(rewards: list[Callable], every: int, path: Path, out=print,
+                        weights: list[float] | None = None) -> list[Callable]:
     """The rewards, the first one wrapped by a RewardWatch (see there)."""
-    return RewardWatch(rewards, every, path, out).wrapped()
+    return RewardWatch(rewards, every, path, out, weights=weights).wrapped()
 
 
 # --------------------------------------------------------------------------- phases
@@ -329,7 +334,8 @@ def grpo_trainer(cfg: KitConfig, lm, data, out: Path, rewards: list[Callable], m
         say(f"kit: dropped {too_long} prompts longer than prompt.max_prompt_tokens={cfg.prompt.max_prompt_tokens}")
     if len(train_ds) == 0:
         raise SystemExit("kit: no training prompt fits prompt.max_prompt_tokens; raise it or shorten histories")
-    watch = RewardWatch(rewards, cfg.grpo.log_completions_every, out / "completions.jsonl", detail, cfg.prompt.style)
+    watch = RewardWatch(rewards, cfg.grpo.log_completions_every, out / "completions.jsonl", detail, cfg.prompt.style,
+                        weights=[r.weight for r in cfg.rewards])
     trainer = GRPOTrainer(model=lm.model, processing_class=lm.tokenizer, reward_funcs=watch.wrapped(),
                           args=grpo_args(cfg, out, lm.fast_inference, max_steps), train_dataset=train_ds,
                           callbacks=[metrics_callback(out / "metrics.jsonl", "grpo"), *(callbacks or [])])
@@ -421,7 +427,9 @@ def run(cfg: KitConfig, resume: bool = False, log: Callable[[str], None] | None 
 
     started = time.time() if started is None else started
     console = Console(verbose=verbose, say=log)
-    rewards = [load_reward(r.name) for r in cfg.rewards]  # checked before anything is written or loaded
+    import kit.runtime  # noqa: F401  (unsloth before trl/transformers/peft)
+
+    rewards = [r.fn for r in load_recipe_rewards(cfg.rewards)]  # checked (kwargs too) before anything is written
     on_gpu = has_gpu()
     precision = resolve_precision(cfg.model.dtype, on_gpu)
     threads = None if on_gpu else use_all_cores()
@@ -706,7 +714,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:  # a mistyped key is reported before anything heavy is imported
+        check_overrides(args.overrides)
+        if args.config is not None:
+            load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"kit: error: {exc}", file=sys.stderr)
+        return 2
     from kit.versions import check_versions
+
+    import kit.runtime  # noqa: F401  (unsloth before trl/transformers/peft, once the config is known good)
 
     check_versions(warn=lambda m: print(m, file=sys.stderr))
     recipe = args.config
@@ -719,8 +736,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(recipe, args.overrides)
         if args.validate:
-            for r in cfg.rewards:
-                load_reward(r.name)
+            load_recipe_rewards(cfg.rewards)
             print(dump_config(cfg), end="")
             ok, verdict = validation_verdict(cfg, cfg.name)
             print(verdict, file=sys.stdout if ok else sys.stderr)

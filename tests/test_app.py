@@ -69,8 +69,8 @@ def test_any_item_for_a_user(state):
     n = state.cfg.data.history_user
     assert [h["item_id"] for h in sample["user_history"]] == mine["item_id"].to_list()[-n:]  # as of now
     assert sample["user_avg"] == mine["rating"].mean()
-    assert "predicted (no true rating)" in answer_panels(GOOD, sample, (1, 5))["rating"]
-    assert "| rating | +0.000 |" in answer_panels(GOOD, sample, (1, 5))["rewards"]
+    assert "predicted (no true rating)" in answer_panels(GOOD, sample, (1, 5), state.rewards)["rating"]
+    assert "| rating | 1 | +0.000 |" in answer_panels(GOOD, sample, (1, 5), state.rewards)["rewards"]
     # an item the user rated but which is not one of their targets: the truth is shown
     first = mine.row(1, named=True)
     rated_sample = get_sample(state, user, first["item_id"])
@@ -84,14 +84,15 @@ def test_answer_panels_valid_and_malformed(state):
     from kit.app import answer_panels
 
     sample = {"rating": 4.0, "user_avg": 3.0, "item_avg": 3.5}
-    ok = answer_panels(GOOD, sample, (1, 5))
+    ok = answer_panels(GOOD, sample, (1, 5), state.rewards)
     assert ok["valid"] == "yes" and "kit-rating'>4<" in ok["rating"] and "error 0.00" in ok["rating"]
     assert "- Mystery" in ok["item"] and "- dark" in ok["item"] and ok["user"] == "Enjoys mysteries."
-    assert "| format | +1.000 |" in ok["rewards"] and "| rating | +1.000 |" in ok["rewards"]
-    bad = answer_panels(GOOD.replace("<rate>4</rate>", "<rate>9</rate><script>x</script>"), sample, (1, 5))
+    assert "| format | 1 | +1.000 |" in ok["rewards"] and "| rating | 1 | +1.000 |" in ok["rewards"]
+    bad = answer_panels(GOOD.replace("<rate>4</rate>", "<rate>9</rate><script>x</script>"), sample, (1, 5),
+                        state.rewards)
     assert bad["valid"] == "no" and "malformed" in bad["rating"] and "outside the scale" in bad["rating"]
     assert "<script>" not in bad["rating"] + bad["user"] + bad["item"]
-    assert "| format | -1.000 |" in bad["rewards"] and "| rating | +0.000 |" in bad["rewards"]
+    assert "| format | 1 | -1.000 |" in bad["rewards"] and "| rating | 1 | +0.000 |" in bad["rewards"]
 
 
 def test_streaming_and_base_vs_adapter(state):
@@ -179,3 +180,16 @@ def test_browser_selects_generates_and_shows_panels(server, state, tmp_path):
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(keep) / "app-test.png")
+
+
+def test_the_app_shows_exactly_the_recipes_rewards_weights_and_total(smoke_run, tiny_model_dir):
+    from kit.app import answer_panels, build_state
+
+    state = build_state(run=str(smoke_run), overrides=[
+        f"model.name={tiny_model_dir}",
+        "rewards=[{name: exact_match, weight: 0.5, kwargs: {hit: 3.0, miss: -2.0}}, {name: format, weight: 2}]"])
+    table = answer_panels(GOOD, {"rating": 4.0}, (1, 5), state.rewards)["rewards"]
+    rows = [x for x in table.splitlines() if x.startswith("| ") and not x.startswith("| reward")]
+    assert rows == ["| exact_match | 0.5 | +3.000 |", "| format | 2 | +1.000 |", "| weighted total | | +3.500 |"]
+    missed = answer_panels(GOOD, {"rating": 2.0}, (1, 5), state.rewards)["rewards"]
+    assert "| exact_match | 0.5 | -2.000 |" in missed and "| weighted total | | +1.000 |" in missed

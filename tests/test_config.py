@@ -69,3 +69,70 @@ def test_generation_batch_must_be_multiple_of_batch():
         load_config("smoke", ["grpo.generation_batch_size=6", "grpo.num_generations=2"])
     cfg = load_config("smoke", ["grpo.generation_batch_size=8"])
     assert cfg.grpo.generation_batch_size == 8
+
+
+@pytest.mark.parametrize("override,suggested", [
+    ("grpo.max_step=5", "grpo.max_steps"),
+    ("grpo.learnin_rate=1e-5", "grpo.learning_rate"),
+    ("evaluation.max_new_token=8", "evaluation.max_new_tokens"),
+])
+def test_a_mistyped_key_names_the_closest_one(override, suggested):
+    with pytest.raises(ConfigError, match=rf"did you mean {suggested}\b"):
+        load_config("smoke", [override])
+
+
+def test_a_mistyped_key_in_a_recipe_names_the_closest_one(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grpo:\n  max_step: 5\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'grpo.max_step' \(did you mean grpo.max_steps"):
+        load_config(str(bad))
+
+
+_ENTRY_WITH_A_TYPO = """
+import sys
+from kit.{module} import main
+code = main([{args}"grpo.max_step=5"])
+print("unsloth" in sys.modules, "torch" in sys.modules, code)
+"""
+
+
+@pytest.mark.parametrize("module,args", [("train", '"--config", "smoke", '), ("train", ""),
+                                         ("evaluate", '"--config", "smoke", '), ("app", '"--config", "smoke", ')])
+def test_a_config_typo_is_reported_before_any_heavy_import(module, args):
+    import subprocess
+    import sys
+
+    from kit.paths import REPO_ROOT
+
+    proc = subprocess.run([sys.executable, "-c", _ENTRY_WITH_A_TYPO.format(module=module, args=args)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.stdout.split() == ["False", "False", "2"], proc.stdout + proc.stderr[-2000:]
+    assert "unknown config key 'grpo.max_step' (did you mean grpo.max_steps" in proc.stderr
+
+
+def test_rating_scale_is_only_a_check_on_the_datas_scale(tmp_path):
+    from kit.data import load_task_data
+    from kit.data.prepare import PrepareOptions, prepare
+    from tests import data_fixtures as F
+
+    from kit.data import sample_messages, to_prompt_dataset
+
+    cfg = load_config("smoke", ["data.synthetic.scale=[1, 10]"])
+    data = load_task_data(cfg)
+    assert cfg.rating_scale is None and data.scale == (1.0, 10.0)
+    frame = data.splits["train"].head(4)
+    assert "from 1 to 10" in sample_messages(frame.row(0, named=True), data, cfg)[0]["content"]
+    rows, _ = to_prompt_dataset(frame, data, cfg)  # what the rewards read the scale from
+    assert set(rows["rating_min"]) == {1.0} and set(rows["rating_max"]) == {10.0}
+    assert load_config("smoke", ["data.synthetic.scale=[1, 10]", "rating_scale.max=10"]).rating_scale.max == 10
+    with pytest.raises(ConfigError, match=r"rating_scale \?-10 in the recipe disagrees with the data's scale 1-5 "
+                                          r"\(data.synthetic.scale\)"):
+        load_config("smoke", ["rating_scale.max=10"])
+    out = tmp_path / "prepared"
+    prepare(PrepareOptions(source="amazon2023", path=str(F.amazon2023(tmp_path / "raw")), out=str(out), history=2,
+                           min_history=1), log=lambda *_: None)
+    prepared = ["data.source=prepared", f"data.path={out}"]
+    assert load_task_data(load_config("smoke", prepared)).scale == (1.0, 5.0)
+    with pytest.raises(ConfigError, match=rf"rating_scale 1-10 in the recipe disagrees with the data's scale 1-5 "
+                                          rf"\({out}/meta.json\)"):
+        load_task_data(load_config("smoke", [*prepared, "rating_scale.min=1", "rating_scale.max=10"]))

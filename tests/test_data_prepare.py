@@ -18,7 +18,7 @@ from tests.conftest import REPO
 
 
 def run(source, path, out, **kw):
-    opts = PrepareOptions(source=source, path=str(path), out=str(out), history=2, min_history=1, **kw)
+    opts = PrepareOptions(source=source, path=str(path), out=str(out), **{"history": 2, "min_history": 1, **kw})
     return prepare(opts, log=lambda *_: None)
 
 
@@ -114,12 +114,16 @@ def test_generic_csv_with_mapping(tmp_path):
 
 def test_options_kcore_time_split_and_caps(tmp_path):
     raw = F.amazon2023(tmp_path / "raw")
-    stats = run("amazon2023", raw, tmp_path / "k", kcore=3)
+    stats = run("amazon2023", raw, tmp_path / "k", kcore=2)
     assert stats["rows_dropped"]["kcore"] > 0
+    with pytest.raises(DataError, match=r"kept 0 of 11 rows \(.*kcore 7\); nothing written"):
+        run("amazon2023", raw, tmp_path / "k3", kcore=3)
+    assert not (tmp_path / "k3").exists()
     stats = run("amazon2023", raw, tmp_path / "t", split="time", time_cut=(0.5, 0.9), max_test=1, seed=1)
     assert sum(stats["samples"].values()) <= 2 and stats["samples"]["test"] <= 1
-    stats = run("amazon2023", raw, tmp_path / "c", categories=["latin"])
-    assert stats["rows_dropped"]["not_in_categories"] > 0
+    with pytest.raises(DataError, match=r"0 samples kept from 11 rows \(dropped: .*not_in_categories [1-9].*"
+                                        r"no_user_history 3\)"):  # only P1 is 'latin': no user has a history
+        run("amazon2023", raw, tmp_path / "c", categories=["latin"])
 
 
 def test_load_prepared_dataset_with_lazy_prompts(tmp_path):
@@ -221,7 +225,7 @@ def test_blocks_of_rows_change_nothing_in_the_prepared_files(tmp_path, monkeypat
     from kit.data.synthetic import make_catalog
 
     (tmp_path / "raw").mkdir()
-    make_catalog(40, 30, 12, 0.3, 0).interactions.drop("latent_mean").write_csv(tmp_path / "raw" / "ratings.csv")
+    make_catalog(40, 30, 12, 0.3, 0, (1, 5)).interactions.drop("latent_mean").write_csv(tmp_path / "raw" / "ratings.csv")
     run("csv", tmp_path / "raw", tmp_path / "one")
     monkeypatch.setattr(sample_module, "BLOCK_ROWS", 7)
     run("csv", tmp_path / "raw", tmp_path / "blocks")
@@ -276,3 +280,25 @@ def test_goodreads_through_the_registry(tmp_path):
     assert p2["title"] == "Salt Roads" and p2["features"] == ["pages 210"] and p2["categories"] == []
     with pytest.raises(DataError, match=r"goodreads_reviews_fantasy_paranormal.json.gz:3: field 'rating': 0 = shelved"):
         run("goodreads", tmp_path / "raw", tmp_path / "strict", strict=True)
+
+
+def test_csv_with_unmatched_columns_stops_before_reading_and_names_the_map(tmp_path):
+    raw = F.generic_csv(tmp_path / "raw")
+    proc = subprocess.run([sys.executable, "-m", "kit.data", "prepare", "--source", "csv", "--path", str(raw),
+                           "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and not (tmp_path / "out").exists()
+    [line] = [x for x in proc.stderr.splitlines() if "kit: error:" in x]
+    assert "no column 'user_id', 'item_id', 'rating', 'timestamp'" in line
+    assert line.endswith("--map user_id=COLUMN,item_id=COLUMN,rating=COLUMN,timestamp=COLUMN")
+    with pytest.raises(DataError, match="header: reviewer, product, stars, when, comment"):
+        run("csv", raw, tmp_path / "out", mapping={"user_id": "reviewer", "item_id": "product", "rating": "stars"})
+
+
+def test_zero_samples_kept_is_an_error_and_writes_nothing(tmp_path):
+    raw = F.generic_csv(tmp_path / "raw")
+    mapping = {"user_id": "reviewer", "item_id": "product", "rating": "stars", "timestamp": "when"}
+    with pytest.raises(DataError, match=r"kept 0 of \d+ rows .*nothing written"):
+        run("csv", raw, tmp_path / "out", mapping=mapping, scale=(6.0, 10.0))  # every rating off the scale
+    with pytest.raises(DataError, match="0 samples kept"):
+        run("csv", raw, tmp_path / "out", mapping=mapping, min_history=50)
+    assert not (tmp_path / "out").exists()

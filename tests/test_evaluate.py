@@ -142,3 +142,29 @@ def test_base_model_sampling_and_compare(smoke_run, tiny_model_dir, tmp_path):
 def test_baselines_only_needs_no_model(tiny_model_dir):
     proc = kit_evaluate(["--config", "smoke", "--baselines-only", "--split", "test"], tiny_model_dir)
     assert "matrix factorisation (SVD)" in proc.stdout and "noise floor" in proc.stdout
+
+
+def test_baselines_only_writes_its_report_to_out(tiny_model_dir, tmp_path):
+    out = tmp_path / "baselines"
+    proc = kit_evaluate(["--config", "smoke", "--baselines-only", "--split", "test", "--out", str(out)],
+                        tiny_model_dir)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "matrix factorisation (SVD)" in metrics["baselines"] and metrics["n"] > 0
+    assert metrics["noise_floor"]["mae"] >= 0
+    report = (out / "report.md").read_text()
+    assert "matrix factorisation (SVD)" in report and "noise floor" in report
+    assert str(out / "report.md") in proc.stdout
+
+
+def test_baselines_only_says_what_to_pass(tiny_model_dir):
+    proc = kit_evaluate(["--baselines-only"], tiny_model_dir, check=False)
+    assert proc.returncode == 2 and "matrix" not in proc.stdout
+    assert proc.stderr.strip().splitlines()[-1].startswith("kit: error:")
+    assert "--data PREPARED_DIR" in proc.stderr and "--config RECIPE" in proc.stderr
+
+
+def test_load_prepared_is_importable_from_kit_data():
+    from kit.data import load_prepared
+    from kit.data.prepare import load_prepared as defined
+
+    assert load_prepared is defined

@@ -11,7 +11,7 @@ from kit.metrics import rating_metrics
 
 
 def test_metrics_by_hand():
-    m = rating_metrics(truths=[5, 3, 1, 4], preds=[4, 3, None, 2.5], fallbacks=[9, 9, 2.0, 9])
+    m = rating_metrics(truths=[5, 3, 1, 4], preds=[4, 3, None, 2.5], fallbacks=[9, 9, 2.0, 9], scale=(1, 5))
     # errors: 1, 0, |2-1| = 1 (fallback), 1.5
     assert m["n"] == 4 and m["valid_n"] == 3
     assert m["mae"] == pytest.approx((1 + 0 + 1 + 1.5) / 4)
@@ -23,17 +23,17 @@ def test_metrics_by_hand():
 
 
 def test_failure_is_never_scored_with_the_truth():
-    m = rating_metrics([4.0], [None], [4.0 + 0.7])
+    m = rating_metrics([4.0], [None], [4.0 + 0.7], (1, 5))
     assert m["mae"] == pytest.approx(0.7) and m["format_failure_rate"] == 1.0
     assert math.isnan(m["valid_mae"])
     # the fallback is clipped into the scale
-    assert rating_metrics([5.0], [None], [9.0])["mae"] == 0.0
+    assert rating_metrics([5.0], [None], [9.0], (1, 5))["mae"] == 0.0
     assert rating_metrics([1.0], [None], [-3.0], scale=(1, 5))["mae"] == 0.0
 
 
 def test_lengths_must_match():
     with pytest.raises(ValueError):
-        rating_metrics([1, 2], [1], [1, 2])
+        rating_metrics([1, 2], [1], [1, 2], (1, 5))
 
 
 def test_baselines_on_a_tiny_fixture():

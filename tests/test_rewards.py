@@ -11,6 +11,8 @@ from kit.rewards import REWARDS, RewardError, load_reward, parse_answer, rating_
 
 GOOD = ("<analyze user>Likes mysteries.</analyze user>\n<analyze item>[pos] twisty\n[neg] long</analyze item>\n"
         "<match>Mostly fits.</match>\n<rate>4</rate>")
+S5 = (1.0, 5.0)
+SCALE = {"rating_min": 1.0, "rating_max": 5.0}  # the data's scale, as the dataset columns carry it
 
 
 def rewards(text, truth=4.0, lo=1.0, hi=5.0, names=("format", "rating")):
@@ -46,57 +48,57 @@ def test_rating_reward_follows_the_scale():
     (GOOD.replace("<match>Mostly fits.</match>", "<match>  </match>"), "<match> block is missing or empty"),
 ])
 def test_each_way_of_being_malformed(broken, problem):
-    parsed = parse_answer(broken)
+    parsed = parse_answer(broken, S5)
     assert not parsed.valid
     assert any(problem in p for p in parsed.problems), parsed.problems
     assert rewards(broken) == [-1.0, 0.0]  # never scored with the truth
 
 
 def test_text_after_the_answer_is_valid_under_the_paper_rule_but_costs_partial_credit():
-    parsed = parse_answer(GOOD + " trailing words")
+    parsed = parse_answer(GOOD + " trailing words", S5)
     assert parsed.valid and parsed.notes == ["text after </rate>"]
     assert rewards(GOOD + " trailing words") == [1.0, 1.0]
-    assert REWARDS["graded_format"]([GOOD + " trailing words"])[0] < REWARDS["graded_format"]([GOOD])[0] == 1.0
+    assert REWARDS["graded_format"]([GOOD + " trailing words"], **SCALE)[0] < REWARDS["graded_format"]([GOOD], **SCALE)[0] == 1.0
 
 
 def test_blocks_out_of_order():
     swapped = ("<analyze item>[pos] a</analyze item><analyze user>b</analyze user>"
                "<match>c</match><rate>4</rate>")
-    parsed = parse_answer(swapped)
+    parsed = parse_answer(swapped, S5)
     assert "<analyze user> block must close before <analyze item> opens" in parsed.problems
     assert rewards(swapped) == [-1.0, 0.0]
 
 
 def test_prediction_is_last_rate_block_even_when_invalid():
-    parsed = parse_answer(GOOD + "<rate>2</rate>")
+    parsed = parse_answer(GOOD + "<rate>2</rate>", S5)
     assert parsed.rating == 2.0 and not parsed.valid
 
 
 def test_both_completion_shapes():
     as_messages = [{"role": "assistant", "content": GOOD}]
-    assert REWARDS["format"]([GOOD, as_messages], rating=[4, 4]) == [1.0, 1.0]
-    assert REWARDS["rating"]([as_messages], rating=[3]) == [0.5]
+    assert REWARDS["format"]([GOOD, as_messages], rating=[4, 4], **SCALE) == [1.0, 1.0]
+    assert REWARDS["rating"]([as_messages], rating=[3], **SCALE) == [0.5]
 
 
 def test_scale_defaults_to_one_to_five():
-    assert REWARDS["format"]([GOOD.replace(">4<", ">5<")]) == [1.0]
-    assert REWARDS["format"]([GOOD.replace(">4<", ">7<")]) == [-1.0]
+    assert REWARDS["format"]([GOOD.replace(">4<", ">5<")], **SCALE) == [1.0]
+    assert REWARDS["format"]([GOOD.replace(">4<", ">7<")], **SCALE) == [-1.0]
 
 
 def test_graded_format_gives_partial_credit():
     g = REWARDS["graded_format"]
-    full = g([GOOD])[0]
-    half = g(["<analyze user>x</analyze user><analyze item>y</analyze item>"])[0]
-    none = g(["just prose"])[0]
+    full = g([GOOD], **SCALE)[0]
+    half = g(["<analyze user>x</analyze user><analyze item>y</analyze item>"], **SCALE)[0]
+    none = g(["just prose"], **SCALE)[0]
     assert full == 1.0 and 0.0 < half < full and none == 0.0
 
 
 def test_exact_match_and_think_answer_ablations():
-    assert REWARDS["exact_match"]([GOOD, GOOD], rating=[4, 3]) == [2.0, -1.5]
+    assert REWARDS["exact_match"]([GOOD, GOOD], rating=[4, 3], **SCALE) == [2.0, -1.5]
     ta = "<think>fits</think><answer>3</answer>"
-    assert REWARDS["think_answer_format"]([ta, GOOD]) == [1.0, -1.0]
-    assert REWARDS["think_answer_rating"]([ta], rating=[4]) == [0.5]
-    assert REWARDS["answer_only_format"](["<answer>2</answer>", "2"]) == [1.0, -1.0]
+    assert REWARDS["think_answer_format"]([ta, GOOD], **SCALE) == [1.0, -1.0]
+    assert REWARDS["think_answer_rating"]([ta], rating=[4], **SCALE) == [0.5]
+    assert REWARDS["answer_only_format"](["<answer>2</answer>", "2"], **SCALE) == [1.0, -1.0]
 
 
 def test_huge_and_binary_input_do_not_raise():
@@ -108,8 +110,8 @@ def test_huge_and_binary_input_do_not_raise():
 
 
 def test_bad_truth_or_scale_columns_do_not_raise():
-    assert REWARDS["rating"]([GOOD], rating=["n/a"]) == [0.0]
-    assert REWARDS["rating"]([GOOD], rating=[4], rating_min=["x"], rating_max=[None]) == [1.0]
+    assert REWARDS["rating"]([GOOD], rating=["n/a"], **SCALE) == [0.0]
+    assert REWARDS["rating"]([GOOD], rating=[4], rating_min=["x"], rating_max=[None]) == [0.0]  # no scale, no score
 
 
 @settings(max_examples=300, deadline=None)
@@ -121,8 +123,8 @@ def test_rewards_never_raise(text, truth):
     for fn in REWARDS.values():
         out = fn([text, [{"role": "assistant", "content": text}]], rating=[truth, truth])
         assert len(out) == 2 and all(math.isfinite(v) for v in out)
-    fmt = REWARDS["format"]([text])[0]
-    rat = REWARDS["rating"]([text], rating=[3.0])[0]
+    fmt = REWARDS["format"]([text], **SCALE)[0]
+    rat = REWARDS["rating"]([text], rating=[3.0], **SCALE)[0]
     assert fmt in (1.0, -1.0)
     assert (fmt == -1.0 and rat == 0.0) or (fmt == 1.0 and -1.0 <= rat <= 1.0)
 
@@ -146,3 +148,24 @@ def test_user_reward_from_file_and_dotted_path(tmp_path):
         load_reward(f"{tmp_path}/nope.py:fn")
     with pytest.raises(RewardError, match="not a registered name"):
         load_reward("formatt")
+
+
+def test_reward_kwargs_are_bound_and_checked_against_the_signature(tmp_path):
+    from kit.config import load_config
+    from kit.rewards import load_recipe_rewards, reward_breakdown
+
+    strict = load_reward("exact_match", {"hit": 1.0, "miss": -0.25})
+    assert strict([GOOD, GOOD], rating=[4, 3], **SCALE) == [1.0, -0.25]
+    assert strict.__name__ == "exact_match"  # what TRL logs it as
+    with pytest.raises(RewardError, match=r"^reward 'exact_match': unknown kwarg 'hits' \(did you mean 'hit'\?\)$"):
+        load_reward("exact_match", {"hits": 1.0})
+    with pytest.raises(RewardError, match="unknown kwarg 'rating'"):  # a dataset column is not a setting
+        load_reward("exact_match", {"rating": 1.0})
+    with pytest.raises(RewardError, match="unknown kwarg 'hit' \\(it takes no settings\\)"):
+        load_reward("format", {"hit": 1.0})
+    f = tmp_path / "scaled.py"
+    f.write_text("def scaled(completions, factor=1.0, **kwargs):\n    return [factor * len(str(c)) for c in completions]\n")
+    cfg = load_config("smoke", [f"rewards=[{{name: '{f}:scaled', weight: 0.5, kwargs: {{factor: 2}}}}, {{name: format}}]"])
+    rewards = load_recipe_rewards(cfg.rewards)
+    b = reward_breakdown(rewards, "abc", rating=[4.0], **SCALE)
+    assert b == {"rewards": {"scaled": 6.0, "format": -1.0}, "weights": {"scaled": 0.5, "format": 1.0}, "total": 2.0}

@@ -67,6 +67,9 @@ def test_smoke_recipe_cli_leaves_adapter_config_and_metrics(tmp_path, tiny_model
     assert "kit: install OK" in proc.stdout and "gibberish" in proc.stdout
     assert f"-m kit.evaluate --run {out}" in proc.stdout and f"-m kit.app --run {out}" in proc.stdout
     assert len(console.splitlines()) < 40
+    for c in completions:  # the recipe's weights and the weighted total, as the app shows them
+        assert c["weights"] == {"format": 1.0, "rating": 1.0, "graded_format": 0.5}
+        assert c["total"] == pytest.approx(sum(c["weights"][k] * v for k, v in c["rewards"].items()))
 
 
 def test_grpo_moves_lora_and_the_adapter_reloads(tmp_path, tiny_model_dir):
@@ -117,6 +120,7 @@ def test_resume_keeps_the_step_count(tmp_path, tiny_model_dir):
     ("grpo.num_generations=3", "must divide the generation batch"),
     ("rewards=[{name: nope}]", "not a registered name"),
     ("grpo.max_stepz=3", "unknown config key"),
+    ("rewards=[{name: exact_match, kwargs: {hits: 1}}]", "reward 'exact_match': unknown kwarg 'hits'"),
 ])
 def test_bad_config_fails_fast_with_one_line(override, message, tiny_model_dir, tmp_path):
     proc = kit_train(["--config", "smoke", f"output_dir={tmp_path}/x", override], tiny_model_dir, check=False)
@@ -169,3 +173,33 @@ def test_a_budget_too_small_runs_every_stage_at_its_floor_and_says_so(tmp_path, 
     assert summary["priming"]["steps"] == 4 and summary["grpo"]["steps"] == 2
     assert summary["plan"]["sizes"] == plan["sizes"] and summary["budget_s"] == 30
     assert len((out / "predictions_before.jsonl").read_text().splitlines()) == 8
+
+
+def test_a_ten_point_synthetic_scale_trains_and_evaluates_end_to_end(tmp_path, tiny_model_dir):
+    out = tmp_path / "ten"
+    proc = kit_train(["--config", "smoke", f"output_dir={out}", "data.synthetic.scale=[1, 10]", "grpo.max_steps=2",
+                      "evaluation.before_training=false", "evaluation.samples=4"], tiny_model_dir)
+    assert "scale 1-10" in proc.stdout
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["data"]["synthetic"]["scale"] == [1, 10] and saved["rating_scale"] is None
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["eval_after"]["n"] == 4 and summary["noise_floor"]["mae"] > 0
+    from tests.test_evaluate import kit_evaluate
+
+    kit_evaluate(["--run", str(out), "--limit", "4", "--max-new-tokens", "8", "--no-baselines",
+                  "--out", str(tmp_path / "eval")], tiny_model_dir)
+    settings = json.loads((tmp_path / "eval" / "settings.json").read_text())
+    assert settings["scale"] == [1.0, 10.0]
+    truths = [json.loads(x)["rating"] for x in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert len(truths) == 4 and all(1 <= t <= 10 for t in truths)
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "scale 1-10" in report
+
+
+def test_a_recipe_scale_that_disagrees_with_the_data_stops_before_any_model_loads(tmp_path, tiny_model_dir):
+    proc = kit_train(["--config", "smoke", f"output_dir={tmp_path}/x", "rating_scale.max=10"], tiny_model_dir,
+                     check=False)
+    assert proc.returncode == 2 and not (tmp_path / "x").exists()
+    [error] = [x for x in proc.stderr.splitlines() if x.startswith("kit: error:")]
+    assert "rating_scale ?-10 in the recipe disagrees with the data's scale 1-5" in error
+    assert "Unsloth" not in proc.stderr + proc.stdout  # stopped before the model stack was even imported

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import polars as pl
 
-from kit.config import KitConfig
+from kit.config import KitConfig, check_scale
 from kit.data.samples import SampleStats, build_samples, split_leave_last_out
 from kit.data.synthetic import SyntheticCatalog, make_catalog
 
@@ -57,11 +57,10 @@ def load_task_data(cfg: KitConfig) -> TaskData:
     d = cfg.data
     if d.source == "synthetic":
         s = d.synthetic
-        catalog = make_catalog(s.n_users, s.n_items, s.interactions_per_user, s.noise, s.seed)
+        catalog = make_catalog(s.n_users, s.n_items, s.interactions_per_user, s.noise, s.seed, s.scale)
         samples, stats = build_samples(catalog.interactions, d.history_user, d.history_item, d.min_history)
         items = {r["item_id"]: r for r in catalog.items.iter_rows(named=True)}
-        return TaskData(splits=split_leave_last_out(samples), items=items,
-                        scale=(cfg.rating_scale.min, cfg.rating_scale.max), stats=stats,
+        return TaskData(splits=split_leave_last_out(samples), items=items, scale=catalog.scale, stats=stats,
                         interactions=catalog.interactions, catalog=catalog)
     if d.source == "prepared":
         from pathlib import Path
@@ -72,6 +71,8 @@ def load_task_data(cfg: KitConfig) -> TaskData:
             auto_prepare(cfg)
         splits, items, interactions, meta = read_prepared(d.path)
         scale = (float(meta["scale"][0]), float(meta["scale"][1]))
+        if cfg.rating_scale is not None:
+            check_scale((cfg.rating_scale.min, cfg.rating_scale.max), scale, f"{d.path}/meta.json")
         return TaskData(splits=splits, items={r["item_id"]: r for r in items.iter_rows(named=True)}, scale=scale,
                         stats=SampleStats(kept=sum(len(v) for v in splits.values())), interactions=interactions,
                         reviews=interactions["review"].to_list())
@@ -164,6 +165,9 @@ def to_prompt_dataset(frame: pl.DataFrame, data: TaskData, cfg: KitConfig, token
             if data.catalog is None:
                 raise ValueError("reference answers need the synthetic catalog (or priming.traces=FILE)")
             record["completion"] = [{"role": "assistant",
-                                     "content": data.catalog.reference_answer(row, data.scale)}]
+                                     "content": data.catalog.reference_answer(row)}]
         rows.append(record)
     return Dataset.from_list(rows), too_long
+
+
+from kit.data.prepare import load_prepared  # noqa: E402  (the documented entry point for prepared data)

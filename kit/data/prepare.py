@@ -166,6 +166,9 @@ def prepare(opts: PrepareOptions, log=print) -> dict:
             pl.lit("").alias("description")).select(list(ITEM_SCHEMA))])
     items = items.join(inter.select("item_id").unique(), on="item_id", how="semi")
 
+    if not len(inter):
+        dropped = ", ".join(f"{k} {v}" for k, v in stats.dropped.items() if v) or "none"
+        raise sources.DataError(f"{opts.source}: kept 0 of {rows_read} rows (dropped: {dropped}); nothing written to {out}")
     src = inter.get_column("_src")
     inter = inter.drop("_src")
     step = samples_module.BLOCK_ROWS
@@ -184,6 +187,10 @@ def prepare(opts: PrepareOptions, log=print) -> dict:
         for name, cap in caps.items():
             if cap is not None and len(splits[name]) > cap:
                 splits[name] = splits[name].sample(n=cap, seed=opts.seed).sort(["timestamp", "user_id"])
+        if not sum(len(v) for v in splits.values()):
+            dropped = ", ".join(f"{k} {v}" for k, v in [*stats.dropped.items(), *target_stats.dropped.items()] if v)
+            raise sources.DataError(f"{opts.source}: 0 samples kept from {rows_read} rows (dropped: {dropped}): lower "
+                              f"--min-history or --kcore, or widen the filters; nothing written to {out}")
         for name, targets in splits.items():
             _write_parquet(tmp / f"{name}.parquet", plan.blocks(targets, step))
         _write_parquet(tmp / "items.parquet", [items])

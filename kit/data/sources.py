@@ -360,6 +360,7 @@ def generic_review(mapping: dict[str, str], scale, review_chars, time_unit):
         return {"user_id": str(get("user_id")), "item_id": str(get("item_id")),
                 "rating": check_scale(_number(get("rating"), "rating"), scale),
                 "timestamp": convert_time(get("timestamp"), time_unit), "review": clean_text(get("review"), review_chars)}
+    to_row.required = {k: mapping.get(k, k) for k in ("user_id", "item_id", "rating", "timestamp")}
     return to_row
 
 
@@ -373,7 +374,20 @@ def generic_item(mapping: dict[str, str], desc_chars):
                 "categories": [c.strip() for c in cats.split("|")] if isinstance(cats, str) else _str_list(cats),
                 "brand": clean_text(get("brand") or "", 120) or None, "price": parse_price(get("price")),
                 "features": _str_list(get("features")), "description": clean_text(get("description"), desc_chars)}
+    to_row.required = {"item_id": mapping.get("item_id", "item_id")}
     return to_row
+
+
+def check_header(path: Path, header: list[str], required: dict[str, str]) -> None:
+    """Stop before reading any row when a needed column is absent, naming the `--map` to use."""
+    missing = {k: col for k, col in required.items() if col not in header}
+    if not missing:
+        return
+    import difflib
+
+    guess = {k: (difflib.get_close_matches(k, header, n=1, cutoff=0.6) or ["COLUMN"])[0] for k in missing}
+    raise DataError(f"{path}: no column {', '.join(repr(c) for c in missing.values())} (header: {', '.join(header)}); "
+                    f"name the columns with --map {','.join(f'{k}={v}' for k, v in guess.items())}")
 
 
 def read_csv_rows(path: Path, to_row, stats: ReadStats, strict: bool) -> Iterator[dict]:
@@ -381,6 +395,10 @@ def read_csv_rows(path: Path, to_row, stats: ReadStats, strict: bool) -> Iterato
 
     with path.open(newline="", encoding="utf-8", errors="strict") as f:
         reader = csv.DictReader(f)
+        try:
+            check_header(path, reader.fieldnames or [], getattr(to_row, "required", {}))
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: not UTF-8 text; convert it (e.g. iconv -f latin1 -t utf-8)") from None
         n = 1
         while True:
             try:

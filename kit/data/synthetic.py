@@ -4,9 +4,11 @@ Ratings come from a documented taste-match model, so the best achievable error i
 
     mu(u, i) = 3 + b_u + q_i + 0.9 [genre liked] - 1.0 [genre disliked]
                  + 0.7 |attrs(i) & liked(u)| - 0.8 |attrs(i) & disliked(u)|
-    rating   = clip(round(mu + eps), 1, 5),   eps ~ N(0, noise^2)
+    rating   = clip(round(lo + (mu - 1 + eps) (hi - lo) / 4), lo, hi),   eps ~ N(0, noise^2)
 
-b_u ~ N(0, 0.3^2) is the user's bias, q_i ~ N(0, 0.4^2) the item's quality. Users pick
+b_u ~ N(0, 0.3^2) is the user's bias, q_i ~ N(0, 0.4^2) the item's quality. The scale
+[lo, hi] is the caller's (data.synthetic.scale): the taste model lives on 1-5 and is
+stretched onto it, so a 1-10 catalog has ratings over all of 1-10. Users pick
 items with a mild preference for what they like (as real users do). Review texts
 follow the rating and name the traits that drove it. Because the generator knows each
 user's tastes it can also write a reference answer in the four-tag format, used for
@@ -46,29 +48,34 @@ class SyntheticCatalog:
     items: pl.DataFrame          # item_id, title, categories, brand, price, features, description
     interactions: pl.DataFrame   # user_id, item_id, rating, timestamp, review, latent_mean
     tastes: dict[str, Tastes]
-    noise: float
+    noise: float                 # std of the noise on the rating scale
+    scale: tuple[float, float]   # the ratings' scale: the data owns it
 
     def expected(self, user_id: str, item_id: str) -> float:
-        """mu(u, i): the noise-free latent score."""
+        """mu(u, i) on the rating scale: the noise-free latent score."""
         row = self._item_row(item_id)
-        return latent_mean(self.tastes[user_id], row["categories"][0], row["features"], row["quality"])
+        return to_scale(latent_mean(self.tastes[user_id], row["categories"][0], row["features"], row["quality"]),
+                        self.scale)
 
     def _item_row(self, item_id: str) -> dict:
         if not hasattr(self, "_item_index"):
             self._item_index = {r["item_id"]: r for r in self.items.iter_rows(named=True)}
         return self._item_index[item_id]
 
-    def reference_answer(self, sample: dict, scale=(1.0, 5.0)) -> str:
+    def reference_answer(self, sample: dict) -> str:
         """A four-tag answer for a sample (format priming, RecOne-style cold start).
 
         The analysis uses only what the prompt shows: traits and genres of the history items
-        the user rated high (>= 4) or low (<= 2), matched against the target's. The rating is
-        the generator's noise-free score round(mu), i.e. the truth without the noise."""
+        the user rated high (top quarter of the scale: >= 4 of 1-5) or low (bottom quarter), matched
+        against the target's. The rating is the generator's noise-free score round(mu), i.e. the
+        truth without the noise."""
+        scale = self.scale
+        high, low = scale[0] + 0.75 * (scale[1] - scale[0]), scale[0] + 0.25 * (scale[1] - scale[0])
         liked, disliked = [], []
         for h in sample["user_history"]:
             it = self._item_row(h["item_id"])
             aspects = [it["categories"][0], *it["features"]]
-            bucket = liked if h["rating"] >= 4 else disliked if h["rating"] <= 2 else None
+            bucket = liked if h["rating"] >= high else disliked if h["rating"] <= low else None
             if bucket is not None:
                 bucket += [a for a in aspects if a not in bucket]
         target = self._item_row(sample["item_id"])
@@ -93,8 +100,13 @@ def latent_mean(t: Tastes, genre: str, traits: list[str], quality: float) -> flo
             + 0.7 * sum(x in t.liked_traits for x in traits) - 0.8 * sum(x in t.disliked_traits for x in traits))
 
 
-def _review(rng: np.random.Generator, rating: int, t: Tastes, genre: str, traits: list[str]) -> str:
-    parts = [_OPENERS[rating]]
+def to_scale(mu: float, scale: tuple[float, float]) -> float:
+    """A score of the 1-5 taste model on the scale [lo, hi]."""
+    return scale[0] + (mu - 1.0) * (scale[1] - scale[0]) / 4.0
+
+
+def _review(rng: np.random.Generator, stars: int, t: Tastes, genre: str, traits: list[str]) -> str:
+    parts = [_OPENERS[stars]]
     good = [x for x in traits if x in t.liked_traits]
     bad = [x for x in traits if x in t.disliked_traits]
     if genre in t.liked_genres:
@@ -110,9 +122,13 @@ def _review(rng: np.random.Generator, rating: int, t: Tastes, genre: str, traits
     return " ".join(parts)
 
 
-def make_catalog(n_users: int = 200, n_items: int = 150, interactions_per_user: int = 20,
-                 noise: float = 0.5, seed: int = 0) -> SyntheticCatalog:
-    """Build the catalog; the same arguments always give the same tables."""
+def make_catalog(n_users: int, n_items: int, interactions_per_user: int, noise: float, seed: int,
+                 scale: tuple[float, float]) -> SyntheticCatalog:
+    """Build the catalog with ratings on `scale`; the same arguments always give the same tables."""
+    lo, hi = float(scale[0]), float(scale[1])
+    if not (lo < hi and lo == int(lo) and hi == int(hi)):
+        raise ValueError(f"data.synthetic.scale: two whole numbers, low first (got {scale})")
+    stretch = (hi - lo) / 4.0
     rng = np.random.default_rng(seed)
     items = []
     for k in range(n_items):
@@ -147,18 +163,20 @@ def make_catalog(n_users: int = 200, n_items: int = 150, interactions_per_user: 
         for k in chosen:
             time += int(rng.integers(1, 20)) * _DAY + int(rng.integers(0, _DAY))
             it = items[k]
-            rating = int(min(5, max(1, round(mus[k] + rng.normal(0, noise)))))
+            rating = int(min(hi, max(lo, round(to_scale(mus[k] + rng.normal(0, noise), (lo, hi))))))
+            stars = int(min(5, max(1, round(1 + (rating - lo) / stretch))))  # the review's tone, on 1-5
             rows.append({"user_id": uid, "item_id": it["item_id"], "rating": float(rating), "timestamp": time,
-                         "review": _review(rng, rating, t, it["categories"][0], it["features"]),
-                         "latent_mean": float(mus[k])})
-    return SyntheticCatalog(items=pl.DataFrame(items), interactions=pl.DataFrame(rows), tastes=tastes, noise=noise)
+                         "review": _review(rng, stars, t, it["categories"][0], it["features"]),
+                         "latent_mean": to_scale(float(mus[k]), (lo, hi))})
+    return SyntheticCatalog(items=pl.DataFrame(items), interactions=pl.DataFrame(rows), tastes=tastes,
+                            noise=noise * stretch, scale=(lo, hi))
 
 
 def _phi(x: float) -> float:
     return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
 
 
-def rating_distribution(mu: float, noise: float, scale=(1, 5)) -> np.ndarray:
+def rating_distribution(mu: float, noise: float, scale: tuple[float, float]) -> np.ndarray:
     """P(rating = k) for k in the scale, under the generator's rounding-and-clipping rule."""
     lo, hi = int(scale[0]), int(scale[1])
     ks = np.arange(lo, hi + 1)
@@ -171,7 +189,7 @@ def rating_distribution(mu: float, noise: float, scale=(1, 5)) -> np.ndarray:
     return upper - lower
 
 
-def noise_floor(latent_means: np.ndarray | list[float], noise: float, scale=(1, 5)) -> dict[str, float]:
+def noise_floor(latent_means: np.ndarray | list[float], noise: float, scale: tuple[float, float]) -> dict[str, float]:
     """Best achievable RMSE and MAE for a predictor that knows mu exactly (oracle)."""
     ks = np.arange(int(scale[0]), int(scale[1]) + 1)
     sq, ab = [], []
