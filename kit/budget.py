@@ -175,12 +175,14 @@ def priming_steps(samples: int, batch_size: int, accumulation: int, epochs: floa
     return max(1, math.ceil(epochs * per_epoch))
 
 
-def grpo_step_estimate(seconds_per_decode_step: float, completion_tokens: int, priming_step_s: float,
-                       sequences_ratio: float = 1.0) -> float:
-    """A GRPO step before one has run: generating the group's completions (one decode step per
-    token, the group decoded together) plus a forward and backward pass over prompts and
-    completions, which costs about what a priming step over as many sequences costs."""
-    return seconds_per_decode_step * completion_tokens + priming_step_s * sequences_ratio
+GRPO_TRAIN_FACTOR = 1.0  # a GRPO step's forward + backward vs a priming step over as many sequences
+
+
+def grpo_step_estimate(generation_s: float, training_pass_s: float) -> float:
+    """A GRPO step before one has run: sampling the step's completions (measured on a short
+    generation and extrapolated) plus a forward and backward pass over prompts and completions,
+    which costs about what a priming step over as many sequences costs."""
+    return generation_s + training_pass_s * GRPO_TRAIN_FACTOR
 
 
 class Deadline:

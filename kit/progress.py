@@ -109,6 +109,9 @@ class Console:
         import warnings
 
         root = logging.getLogger()
+        before = list(root.handlers)  # e.g. Unsloth's basicConfig handler, bound to the real stderr
+        for handler in before:
+            root.removeHandler(handler)
         to_file = _CountingHandler(self, logging.StreamHandler(_LogStream(self)))
         to_file.setLevel(logging.INFO)
         to_console = logging.StreamHandler(self.err)
@@ -136,14 +139,17 @@ class Console:
                 root.removeHandler(handler)
                 if handler in self._handlers:
                     self._handlers.remove(handler)
+            for handler in before:
+                root.addHandler(handler)
 
     # ----------------------------------------------------------------- bars
     def bar(self, desc: str, total: int, unit: str, initial: int = 0):
         """One stage's bar on the console (off with verbose: the libraries' own bars are back)."""
         from tqdm.auto import tqdm
 
+        interactive = hasattr(self.err, "isatty") and self.err.isatty()
         return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self.err, leave=True,
-                    disable=self.verbose, dynamic_ncols=True, mininterval=1.0,
+                    disable=self.verbose, dynamic_ncols=True, mininterval=1.0 if interactive else 30.0,
                     bar_format="{desc}: {n_fmt}/{total_fmt} {unit}s [{elapsed}<{remaining}]{postfix}")
 
 
@@ -205,10 +211,10 @@ def trainer_progress(console: Console, bar, phase: str, figures: Callable[[], di
             self.shown: dict[str, str] = {}
 
         def on_step_end(self, args, state, control, **kwargs):
-            bar.update(state.global_step - bar.n)
             if figures is not None:
                 self.shown.update(figures())
-            bar.set_postfix_str(", ".join(f"{k} {v}" for k, v in self.shown.items()), refresh=True)
+            bar.set_postfix_str(", ".join(f"{k} {v}" for k, v in self.shown.items()), refresh=False)
+            bar.update(state.global_step - bar.n)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs:

@@ -236,7 +236,7 @@ def _evaluate(cfg, lm, data, out: Path, name: str, frame=None, known: dict | Non
     rows = predict(lm, frame, data, cfg, desc=f"eval ({name})", known=known, progress=progress)
     metrics = score_predictions(rows, data.scale)
     if bar is not None:
-        bar.set_postfix_str(f"valid {metrics['valid_n']}/{metrics['n']}, MAE {metrics['mae']:.3f}")
+        bar.set_postfix_str(f"valid {metrics['valid_n']}/{metrics['n']}, MAE {metrics['mae']:.3f}", refresh=False)
         bar.close()
     write_jsonl(out / f"predictions_{name}.jsonl", rows)
     atomic_write_json(path, {"metrics": metrics, "split": cfg.data.eval_split})
@@ -245,10 +245,11 @@ def _evaluate(cfg, lm, data, out: Path, name: str, frame=None, known: dict | Non
 
 
 def calibrate(cfg: KitConfig, lm, data, priming_ds) -> tuple[dict, dict]:
-    """Measure this machine on work the run needs anyway: the first evaluation batch with the
-    base model (its answers are kept for the first round), and one training step's forward and
-    backward pass over a priming batch (or, without priming, over prompts with those answers);
-    no optimizer step, so the weights do not move. Returns (figures, reusable answers)."""
+    """Measure this machine, mostly on work the run needs anyway: the first evaluation batch with
+    the base model (its answers are kept for the first round), a short sampled generation of one
+    GRPO step's batch, and one training step's forward and backward pass over a priming batch
+    (or, without priming, over prompts with those answers); no optimizer step, so the weights
+    do not move. Returns (figures, reusable answers)."""
     from kit.data import sample_messages
     from kit.evaluate import _key, predict
     from kit.prompts import render_chat
@@ -267,7 +268,7 @@ def calibrate(cfg: KitConfig, lm, data, priming_ds) -> tuple[dict, dict]:
         # as if every answer ran to max_new_tokens (primed answers are longer than the base model's)
         figures["per_pair_s"] = seconds / len(rows) * cfg.evaluation.max_new_tokens / max(1, min(
             longest, cfg.evaluation.max_new_tokens))
-        figures["decode_step_s"] = seconds / max(1, longest)
+    figures.update(_grpo_generation_probe(cfg, lm, data))
     if priming_ds is not None and len(priming_ds):
         batch = priming_ds.select(range(min(cfg.priming.batch_size, len(priming_ds))))
         texts = [lm.tokenizer.apply_chat_template(list(r["prompt"]) + list(r["completion"]), tokenize=False)
@@ -291,6 +292,30 @@ def calibrate(cfg: KitConfig, lm, data, priming_ds) -> tuple[dict, dict]:
         del loss
     known = {_key(r): r for r in rows} if cfg.evaluation.before_training else {}
     return figures, known
+
+
+def _grpo_generation_probe(cfg: KitConfig, lm, data) -> dict[str, float]:
+    """Seconds to sample one GRPO step's completions, from two short timed generations of the
+    step's batch (a few tokens, then more): the difference is the cost per token, the rest the
+    prompt's; extrapolated to grpo.max_completion_length."""
+    from kit.data import sample_messages
+    from kit.model import generate
+    from kit.prompts import render_chat
+
+    g = cfg.grpo
+    n = g.generation_batch_size or g.per_device_train_batch_size * g.gradient_accumulation_steps
+    row = next(data.split("train", 1, seed=cfg.seed).iter_rows(named=True))
+    prompts = [render_chat(lm.tokenizer, sample_messages(row, data, cfg))] * n
+    timed = []
+    for tokens in (4, 20):
+        t0 = time.time()
+        texts = generate(lm, prompts, max_new_tokens=tokens, temperature=g.temperature, batch_size=n,
+                         seed=cfg.seed, progress=False)
+        made = max(len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+        timed.append((max(1, made), time.time() - t0))
+    (n1, t1), (n2, t2) = timed
+    per_token = max(0.0, (t2 - t1) / (n2 - n1)) if n2 > n1 else t2 / n2
+    return {"grpo_generation_s": t1 + per_token * (g.max_completion_length - n1), "grpo_token_s": per_token}
 
 
 def _adapter_off(lm):
@@ -381,8 +406,8 @@ def plan_run(cfg: KitConfig, lm, data, out: Path, priming_ds, started: float, co
         priming_steps=0 if priming_ds is None else priming_steps(
             len(priming_ds), cfg.priming.batch_size, cfg.priming.gradient_accumulation_steps, cfg.priming.epochs),
         grpo_steps=cfg.grpo.max_steps)
-    if resume and saved.is_file():  # the sizes were chosen when the run started: keep them
-        old = json.loads(saved.read_text())["sizes"]
+    if resume and saved.is_file() and json.loads(saved.read_text()).get("budget_s"):
+        old = json.loads(saved.read_text())["sizes"]  # a budget chose them when the run started: keep them
         sizes = Sizes(min(old["eval_pairs"], limits.eval_pairs), limits.eval_rounds,
                       min(old["priming_steps"], limits.priming_steps) if limits.priming_steps else 0,
                       old["grpo_steps"])
@@ -394,14 +419,14 @@ def plan_run(cfg: KitConfig, lm, data, out: Path, priming_ds, started: float, co
         return plan, {}, {}
     budget_s = b.minutes * 60
     console.say(f"kit: measuring this machine for the {format_duration(budget_s)} budget "
-                f"({available_cores()} cores): one evaluation batch, one priming step")
+                f"({available_cores()} cores): the first evaluation batch, a short GRPO generation, one training pass")
     figures, known = calibrate(cfg, lm, data, priming_ds)
     g, p = cfg.grpo, cfg.priming
     per_seq = figures.get("probe_step_s", 0.0) / max(1, figures.get("probe_sequences", 1))
     costs = Costs(
         per_pair=figures.get("per_pair_s", 0.0),
         per_priming_step=per_seq * p.batch_size * p.gradient_accumulation_steps,
-        per_grpo_step=grpo_step_estimate(figures.get("decode_step_s", 0.0), g.max_completion_length,
+        per_grpo_step=grpo_step_estimate(figures["grpo_generation_s"],
                                          per_seq * g.per_device_train_batch_size * g.gradient_accumulation_steps),
         done_pairs=len(known))
     floors = Sizes(eval_pairs=b.min_eval_pairs, eval_rounds=limits.eval_rounds,
