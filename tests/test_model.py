@@ -11,7 +11,8 @@ import pytest
 def cfg(tiny_model_dir):
     from kit.config import load_config
 
-    return load_config("smoke", [f"model.name={tiny_model_dir}"])
+    # float32 pinned: the base-logits check below compares with the checkpoint loaded in float32
+    return load_config("smoke", [f"model.name={tiny_model_dir}", "model.dtype=float32"])
 
 
 def _perturbed_adapter(base_dir, out, seed: int) -> str:
