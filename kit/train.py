@@ -209,14 +209,14 @@ def eval_frame(data, cfg: KitConfig, n: int):
 
 
 def _evaluate(cfg, lm, data, out: Path, name: str, frame=None, known: dict | None = None,
-              console: Console | None = None) -> dict:
+              console: Console | None = None, log: Callable[[str], Any] | None = None) -> dict:
     """Greedy answers on the held-out pairs, parsed and scored. A result on disk is reused only
     when the settings that made it (model, dtype, adapter in memory, pairs, decoding, prompt,
     data) match this run's; otherwise it is recomputed with a note saying what differs."""
     from kit import stage_cache
     from kit.evaluate import predict, score_predictions
 
-    log = console.say if console else print
+    log = log or (console.say if console else print)
     path = out / f"eval_{name}.json"
     if frame is None:
         frame = eval_frame(data, cfg, cfg.evaluation.samples)

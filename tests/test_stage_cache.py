@@ -38,27 +38,29 @@ def test_train_evaluation_is_reused_or_recomputed_by_its_settings(tmp_path, tiny
     from kit.model import load_model
     from kit.train import _evaluate
 
-    common = [f"model.name={tiny_model_dir}", "evaluation.samples=4", "evaluation.max_new_tokens=6"]
+    # float32 pinned (smoke's `auto` is bfloat16 on a CPU with native bf16): the switch below must change it
+    common = [f"model.name={tiny_model_dir}", "model.dtype=float32", "evaluation.samples=4",
+              "evaluation.max_new_tokens=6"]
     cfg = load_config("smoke", common)
     data = load_task_data(cfg)
     lm = load_model(cfg.model, seed=cfg.seed)
     notes: list[str] = []
-    first = _evaluate(cfg, lm, data, tmp_path, "before", notes.append)
+    first = _evaluate(cfg, lm, data, tmp_path, "before", log=notes.append)
     assert first["n"] == 4 and notes == [] and (tmp_path / "predictions_before.jsonl").is_file()
     saved = json.loads((tmp_path / "eval_before.json").read_text())
     saved["metrics"]["mae"] = 123.0  # a marker: a reused result returns it, a recomputed one cannot
     (tmp_path / "eval_before.json").write_text(json.dumps(saved))
-    assert _evaluate(cfg, lm, data, tmp_path, "before", notes.append)["mae"] == 123.0 and notes == []
+    assert _evaluate(cfg, lm, data, tmp_path, "before", log=notes.append)["mae"] == 123.0 and notes == []
 
     longer = load_config("smoke", [*common[:-1], "evaluation.max_new_tokens=7"])
-    again = _evaluate(longer, lm, data, tmp_path, "before", notes.append)
+    again = _evaluate(longer, lm, data, tmp_path, "before", log=notes.append)
     assert again["mae"] != 123.0 and len(notes) == 1 and "decoding.max_new_tokens: 6 -> 7" in notes[0]
 
     # the case seen by a user: same folder, another dtype, and the old base-model row must not come back
     bf16 = load_config("smoke", [*common[:-1], "evaluation.max_new_tokens=7", "model.dtype=bfloat16"])
     lm16 = load_model(bf16.model, seed=bf16.seed)
     notes.clear()
-    _evaluate(bf16, lm16, data, tmp_path, "before", notes.append)
+    _evaluate(bf16, lm16, data, tmp_path, "before", log=notes.append)
     assert len(notes) == 1 and 'model.dtype: "float32" -> "bfloat16"' in notes[0]
     stored = json.loads((tmp_path / "eval_before.settings.json").read_text())
     assert stored["model"]["dtype"] == "bfloat16" and stored["n"] == 4
