@@ -4,7 +4,7 @@ A Gradio app to see why the model rates as it does: pick a user and an item, rea
 user's history and the item's recent reviews, generate (streaming), and read the four
 stages as separate panels, the rating beside the truth and the averages, the reward
 breakdown, and the raw completion and prompt. Base model vs fine-tuned adapter side by
-side (one base in memory, the adapter switched on and off), optionally n samples with
+side (one base in memory, the adapter switched on and off), optionally n sampled answers with
 the spread of predicted ratings.
 
 Safe by default: binds 127.0.0.1, no share link unless --share, serves no files, unknown
@@ -24,11 +24,11 @@ import polars as pl
 from kit.config import ConfigError, KitConfig, config_for_run
 from kit.data import FittedPrompt, TaskData, fit_prompt, load_task_data
 from kit.prompts import clip
-from kit.evaluate import sampled_ratings
+from kit.evaluate import ratings_of_answers
 from kit.rewards import RecipeReward, load_recipe_rewards, parse_answer, reward_breakdown
 
 MAX_NEW_TOKENS = 1024
-MAX_SAMPLES = 8
+MAX_ANSWERS = 8
 MAX_QUERY = 200
 SPLITS = ("test", "valid", "train")
 
@@ -240,17 +240,17 @@ def stream_answer(state: AppState, sample: dict, use_adapter: bool, temperature:
                                seed=int(seed), use_adapter=use_adapter)
 
 
-def sample_ratings(state: AppState, sample: dict, n: int, use_adapter: bool, temperature: float,
+def rating_spread(state: AppState, sample: dict, n: int, use_adapter: bool, temperature: float,
                    max_new_tokens: int, seed: int) -> dict:
     """n sampled answers: their ratings (None when malformed), mean and spread."""
     from kit.model import generate
 
-    n = int(min(MAX_SAMPLES, max(1, n)))
+    n = int(min(MAX_ANSWERS, max(1, n)))
     max_new_tokens = new_tokens(max_new_tokens)
     texts = generate(state.model(), [prompt_text(state, sample, max_new_tokens)], n=n,
                      max_new_tokens=max_new_tokens, temperature=max(0.05, float(temperature)), seed=int(seed),
                      progress=False, use_adapter=use_adapter, batch_size=n)
-    return sampled_ratings(texts, state.data.scale, state.cfg.prompt.style)
+    return ratings_of_answers(texts, state.data.scale, state.cfg.prompt.style)
 
 
 # --------------------------------------------------------------------------- UI
@@ -290,7 +290,7 @@ def build_ui(state: AppState):
             max_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=min(MAX_NEW_TOKENS, state.cfg.evaluation.max_new_tokens),
                                    step=1, label="max new tokens")
             seed = gr.Number(value=0, precision=0, label="seed")
-            n_samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="samples for the rating spread")
+            n_answers = gr.Slider(1, MAX_ANSWERS, value=1, step=1, label="answers for the rating spread")
         go = gr.Button("Generate", variant="primary", elem_id="generate")
         message = gr.Markdown(elem_id="message")
         outputs: dict[str, dict[str, Any]] = {}
@@ -356,17 +356,17 @@ def build_ui(state: AppState):
                 blank[key].update(answer_panels(text, sample, state.data.scale, state.rewards,
                                                 state.cfg.prompt.style))
                 if int(n) > 1:
-                    s = sample_ratings(state, sample, int(n), key == "tuned", temp or 0.7, max_new, seed_value)
+                    s = rating_spread(state, sample, int(n), key == "tuned", temp or 0.7, max_new, seed_value)
                     shown = ", ".join("malformed" if r is None else f"{r:g}" for r in s["ratings"])
                     mean = "-" if s["mean"] is None else f"{s['mean']:.2f}"
-                    blank[key]["spread"] = f"**{int(n)} samples:** {shown}  \nmean {mean}, spread (std) {s['spread']:.2f}"
+                    blank[key]["spread"] = f"**{int(n)} answers:** {shown}  \nmean {mean}, spread (std) {s['spread']:.2f}"
                 yield pack("", prompt)
             yield pack("done" + (f" · {note}" if note else ""), prompt)
 
         user.change(on_user, [user], [item, message])
         demo.load(on_user, [user], [item, message])  # the first user is preselected: fill its items
         item.change(on_item, [user, item], [truth, history, item_info])
-        go.click(on_generate, [user, item, temperature, max_tokens, seed, n_samples], [message, prompt_box, *flat],
+        go.click(on_generate, [user, item, temperature, max_tokens, seed, n_answers], [message, prompt_box, *flat],
                  api_name="generate")
     demo.queue(default_concurrency_limit=1, max_size=16)
     return demo

@@ -1,85 +1,73 @@
 """What a run says when it ends: a verdict in words, where its files are, what to run next.
 
 `verdict` is a pure function of the run's summary (the before / after evaluations, the
-baselines), so its wording is tested on given numbers.
+baselines and the paired tests kit.report ran on them), so its wording is tested on given numbers.
 """
 from __future__ import annotations
 
-import math
 import os
 import sys
 from pathlib import Path
 
+from kit.report import ROUND_LABELS
+
 RANDOM_MODELS = ("tiny-random",)
-
-
-def noise_band(n: int) -> float:
-    """The smallest MAE difference that n held-out pairs can tell from noise, roughly: two
-    standard errors of a paired difference whose per-pair spread is ~0.4 stars, 2 x 0.4 / sqrt(n)
-    (0.2 at 16 pairs, 0.1 at 64). Two evaluations of identically trained adapters on 48 pairs
-    already differed by 0.04."""
-    return 0.8 / math.sqrt(max(1, n))
-
-
-def _change(delta: float, band: float) -> str:
-    if abs(delta) < 0.0005:
-        return "unchanged"
-    word = "lower (better)" if delta < 0 else "higher (worse)"
-    size = "" if abs(delta) >= band else ", within the noise"
-    return f"{abs(delta):.3f} {word}{size}"
 
 
 def _valid(m: dict) -> str:
     return f"{m['valid_n']}/{m['n']} valid answers"
 
 
+def _test(c: dict) -> str:
+    return f"difference {c['mae_difference']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}], p={c['p']:.2g}"
+
+
+HEADS = {"better": "training helped", "worse": "training made the rating error worse",
+         "no detectable difference": "no detectable change in the rating error"}
+STANDING = {"better": "the trained model is better", "worse": "the trained model is worse",
+            "no detectable difference": "no detectable difference"}
+
+
 def verdict(summary: dict) -> str:
-    """One paragraph: did training help, by how much, against the baselines, and whether the
-    evaluation is large enough to tell."""
+    """One paragraph, in words, from the paired tests in the summary (kit.report): did training
+    help, did GRPO add to priming, how the model stands against the best baseline on the same
+    pairs, and how wide the evaluation's interval is."""
     after = summary.get("eval_after")
     if not after:
         return ("Verdict: no held-out evaluation ran (evaluation.enabled=false), so this run cannot say whether "
                 "training helped; evaluate it with the first command below.")
     n = after["n"]
-    band = noise_band(n)
+    tests = {c["b"]: c for c in summary.get("comparisons", [])}
     start_key = "eval_before" if summary.get("eval_before") else "eval_primed" if summary.get("eval_primed") else None
     parts: list[str] = []
     if start_key:
-        start = summary[start_key]
-        delta = after["mae"] - start["mae"]
-        label = "the base model" if start_key == "eval_before" else "the primed model"
-        if delta < -band:
-            head = "training helped"
-        elif delta > band:
-            head = "training made the rating error worse"
-        else:
-            head = "training did not change the rating error by more than the noise"
-        parts.append(f"Verdict: {head}: MAE {start['mae']:.3f} ({label}) -> {after['mae']:.3f} after training, "
-                     f"{_change(delta, band)}; {_valid(start)} -> {after['valid_n']}/{n}.")
+        start, label = summary[start_key], ROUND_LABELS[start_key]
+        c = tests.get(label)
+        head = HEADS[c["outcome"]] if c else "training changed the MAE (no paired test on record)"
+        parts.append(f"Verdict: {head}: MAE {start['mae']:.3f} ({label}) -> {after['mae']:.3f} after training"
+                     + (f" ({_test(c)})" if c else "") + f"; {_valid(start)} -> {after['valid_n']}/{n}.")
         if start["valid_n"] == 0:
-            parts.append(f"None of {label}'s answers was valid, so its MAE is that of the fallback "
+            parts.append(f"None of the {label}'s answers was valid, so its MAE is that of the fallback "
                          "(the user's earlier average).")
         primed = summary.get("eval_primed")
-        if primed and start_key == "eval_before":
-            parts.append(f"Format priming alone gave {_valid(primed)} and MAE {primed['mae']:.3f}; GRPO then moved "
-                         f"MAE {_change(after['mae'] - primed['mae'], band)}.")
+        c2 = tests.get(ROUND_LABELS["eval_primed"])
+        if primed and start_key == "eval_before" and c2:
+            parts.append(f"Format priming alone gave {_valid(primed)} and MAE {primed['mae']:.3f}; against it, "
+                         f"GRPO: {c2['outcome']} ({_test(c2)}).")
     else:
         parts.append(f"Verdict: after training, MAE {after['mae']:.3f} with {_valid(after)} "
                      "(no evaluation before training to compare with).")
-    baselines = {k: v for k, v in summary.get("baselines", {}).items() if v.get("mae") is not None}
-    if baselines:
-        name, best = min(baselines.items(), key=lambda kv: kv[1]["mae"])
-        gap = after["mae"] - best["mae"]
-        if gap < -band:
-            standing = f"beats it by {-gap:.3f}"
-        elif gap > band:
-            standing = f"is worse by {gap:.3f}"
-        else:
-            standing = f"is level with it ({gap:+.3f}, within the noise)"
-        parts.append(f"The best classical baseline on the same pairs, {name}, has MAE {best['mae']:.3f}: "
-                     f"the trained model {standing}.")
-    parts.append(f"With {n} pairs a difference under ~{band:.2f} MAE is not conclusive; evaluate on more pairs "
-                 "before trusting a small change.")
+    base = next((c for b, c in tests.items() if b.startswith("baseline: ")), None)
+    if base:
+        name = base["b"].removeprefix("baseline: ")
+        best = summary.get("baselines", {}).get(name, {})
+        mae = f" has MAE {best['mae']:.3f}" if best.get("mae") is not None else ""
+        parts.append(f"The best classical baseline on the same pairs, {name},{mae}: {STANDING[base['outcome']]} "
+                     f"({_test(base)}).")
+    ci = after.get("mae_ci")
+    if ci:
+        parts.append(f"With {n} pairs the MAE after training is known to {ci[0]:.2f}-{ci[1]:.2f} (95%); a "
+                     "difference the paired test cannot detect needs more pairs, not more reading.")
     return " ".join(parts)
 
 

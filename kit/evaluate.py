@@ -1,7 +1,7 @@
 """`python -m kit.evaluate`: the paper's numbers (MAE, RMSE) for a model, next to classical
 baselines on the identical split, with plots of where the model is wrong.
 
-    python -m kit.evaluate --run RUN_DIR [--split test] [--limit N] [--samples N --temperature T]
+    python -m kit.evaluate --run RUN_DIR [--split test] [--limit N] [--answers N --temperature T]
     python -m kit.evaluate --run RUN_DIR --adapter none          # the untrained base model
     python -m kit.evaluate --config cpu-demo --baselines-only    # the classical table alone
     python -m kit.evaluate --baselines-only --data PREPARED_DIR  # ... on a prepared real data set
@@ -27,10 +27,10 @@ import polars as pl
 from kit.config import ConfigError, KitConfig, config_for_run
 from kit.data import FittedPrompt, TaskData, fit_prompt
 from kit.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
-from kit.metrics import rating_metrics
+from kit.report import (compare, comparisons_block, metrics_table, public_metrics, reference_rows,
+                        score_records, scored_predictions, abs_errors)
 from kit.rewards import STYLES, parse_answer
 
-METRIC_KEYS = ("n", "mae", "rmse", "format_failure_rate", "exact_match", "within_one", "valid_mae", "valid_rmse")
 
 
 # --------------------------------------------------------------------------- predictions
@@ -39,7 +39,7 @@ def _key(row: dict) -> str:
     return f"{row['user_id']}\t{row['item_id']}"
 
 
-def sampled_ratings(completions: list[str], scale: tuple[float, float], style: str) -> dict:
+def ratings_of_answers(completions: list[str], scale: tuple[float, float], style: str) -> dict:
     """Ratings of n answers (None when malformed), the mean of the valid ones (None when none is
     valid), their spread (population std), and the first answer's parse."""
     parsed = [parse_answer(c, scale, style) for c in completions]
@@ -51,7 +51,7 @@ def sampled_ratings(completions: list[str], scale: tuple[float, float], style: s
 
 def parse_completions(row: dict, completions: list[str], data: TaskData, style: str) -> dict:
     """One record per pair: the mean of the valid sampled ratings (None when none is valid)."""
-    s = sampled_ratings(completions, data.scale, style)
+    s = ratings_of_answers(completions, data.scale, style)
     record = {
         "user_id": row["user_id"], "item_id": row["item_id"], "rating": float(row["rating"]),
         "user_avg": float(row["user_avg"]), "item_avg": float(row["item_avg"]),
@@ -59,7 +59,7 @@ def parse_completions(row: dict, completions: list[str], data: TaskData, style: 
         "graded_format": s["first"].graded, "completion": completions[0],
     }
     if len(completions) > 1:
-        record.update(samples=s["ratings"], n_valid=s["n_valid"], spread=s["spread"], completions=completions)
+        record.update(answer_ratings=s["ratings"], n_valid=s["n_valid"], spread=s["spread"], completions=completions)
     return record
 
 
@@ -73,7 +73,7 @@ def answer_end(style: str) -> str:
     return f"</{STYLES[style][-1]}>"
 
 
-def _answers(loaded: Any, fitted: list[FittedPrompt], cfg: KitConfig, n_samples: int, temperature: float,
+def _answers(loaded: Any, fitted: list[FittedPrompt], cfg: KitConfig, n_answers: int, temperature: float,
              seed: int) -> list[list[str]]:
     """n answers per fitted prompt, each stopped once it has written its closing rating tag. A
     prompt that cannot fit is not sent: its answers are empty, so it counts as malformed
@@ -82,17 +82,17 @@ def _answers(loaded: Any, fitted: list[FittedPrompt], cfg: KitConfig, n_samples:
 
     ready = [f.text for f in fitted if f.text is not None]
     texts = iter(generate(loaded, ready, max_new_tokens=cfg.evaluation.max_new_tokens, temperature=temperature,
-                          batch_size=cfg.evaluation.batch_size, seed=seed, progress=False, n=n_samples,
+                          batch_size=cfg.evaluation.batch_size, seed=seed, progress=False, n=n_answers,
                           stop=(answer_end(cfg.prompt.style),))
                  if ready else [])
-    return [[next(texts) for _ in range(n_samples)] if f.text is not None else [""] * n_samples for f in fitted]
+    return [[next(texts) for _ in range(n_answers)] if f.text is not None else [""] * n_answers for f in fitted]
 
 
-def answer_rows(loaded: Any, rows: list[dict], data: TaskData, cfg: KitConfig, n_samples: int = 1,
+def answer_rows(loaded: Any, rows: list[dict], data: TaskData, cfg: KitConfig, n_answers: int = 1,
                 temperature: float = 0.0, seed: int = 0) -> list[tuple[list[str], FittedPrompt]]:
     """n answers per row, its prompt fitted to the budget first (oldest history left out)."""
     fitted = [fit_prompt(r, data, cfg, loaded.tokenizer, prompt_budget(cfg)) for r in rows]
-    return list(zip(_answers(loaded, fitted, cfg, n_samples, temperature, seed), fitted))
+    return list(zip(_answers(loaded, fitted, cfg, n_answers, temperature, seed), fitted))
 
 
 def fit_fields(fitted: FittedPrompt) -> dict:
@@ -106,7 +106,7 @@ PAIRS_PER_WINDOW = 4  # batches sorted together by prompt length
 
 
 def predict(loaded: Any, frame: pl.DataFrame, data: TaskData, cfg: KitConfig, desc: str = "evaluating",
-            n_samples: int = 1, temperature: float = 0.0, sink: Path | None = None,
+            n_answers: int = 1, temperature: float = 0.0, sink: Path | None = None,
             known: dict[str, dict] | None = None, progress: Callable[[int], None] | None = None) -> list[dict]:
     """Answers for every sample in `frame` (greedy, or n sampled answers per pair), parsed.
 
@@ -117,14 +117,14 @@ def predict(loaded: Any, frame: pl.DataFrame, data: TaskData, cfg: KitConfig, de
     longest prompts go first (less padding), so a stopped run has finished whole windows from
     the front and a smaller --limit reuses them. Records come back in frame order.
     `progress(n)` is called after each batch with the pairs done so far (a console bar by default)."""
-    if n_samples > 1 and temperature <= 0:
+    if n_answers > 1 and temperature <= 0:
         raise ValueError("sampling n answers per pair needs a temperature > 0 (e.g. --temperature 0.7)")
     done = dict(known or {})
     if sink:
         done.update({_key(r): r for r in read_jsonl(sink)})
     rows = [r for r in frame.iter_rows(named=True)]
     todo = [r for r in rows if _key(r) not in done]
-    batch = max(1, cfg.evaluation.batch_size // n_samples)
+    batch = max(1, cfg.evaluation.batch_size // n_answers)
     window = batch * PAIRS_PER_WINDOW
     bar = None
     if progress is None:
@@ -138,7 +138,7 @@ def predict(loaded: Any, frame: pl.DataFrame, data: TaskData, cfg: KitConfig, de
         order = sorted(range(len(pending)), key=lambda k: -fitted[k].tokens)
         for bstart in range(0, len(order), batch):
             picked = order[bstart:bstart + batch]
-            answers = _answers(loaded, [fitted[k] for k in picked], cfg, n_samples, temperature,
+            answers = _answers(loaded, [fitted[k] for k in picked], cfg, n_answers, temperature,
                                seed=cfg.seed + wstart + bstart)
             for k, completions in zip(picked, answers):
                 r = pending[k]
@@ -156,10 +156,10 @@ def predict(loaded: Any, frame: pl.DataFrame, data: TaskData, cfg: KitConfig, de
     return [done[_key(r)] for r in rows]
 
 
-def score_predictions(records: list[dict], scale: tuple[float, float]) -> dict:
-    """Rating metrics, plus how many prompts were trimmed to fit and how many could not fit."""
-    metrics = rating_metrics([r["rating"] for r in records], [r["prediction"] for r in records],
-                             [r["user_avg"] for r in records], scale)
+def score_predictions(records: list[dict], scale: tuple[float, float], seed: int = 0) -> dict:
+    """Rating metrics with their intervals (kit.report), plus how many prompts were trimmed to fit
+    and how many could not fit."""
+    metrics = score_records(records, scale, seed)
     metrics["prompts_trimmed"] = sum(1 for r in records if r.get("history_dropped"))
     metrics["prompts_too_long"] = sum(1 for r in records if r.get("prompt_too_long") is not None)
     return metrics
@@ -176,22 +176,6 @@ def length_note(metrics: dict, cfg: KitConfig) -> str | None:
 
 # --------------------------------------------------------------------------- report
 
-def _f(x: Any) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x:.4f}" if isinstance(x, float) else str(x)
-
-
-def metrics_table(rows: dict[str, dict]) -> str:
-    """Markdown table: one row per model or baseline."""
-    lines = ["| model | n | MAE | RMSE | format failures | MAE (valid) | RMSE (valid) | exact | within 1 |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for name, m in rows.items():
-        lines.append(f"| {name} | {m['n']} | {_f(m['mae'])} | {_f(m['rmse'])} | {_f(m['format_failure_rate'])} | "
-                     f"{_f(m['valid_mae'])} | {_f(m['valid_rmse'])} | {_f(m['exact_match'])} | {_f(m['within_one'])} |")
-    return "\n".join(lines)
-
-
 def write_report(out: Path, title: str, model_metrics: dict, baselines: dict[str, dict], records: list[dict],
                  scale: tuple[float, float], run_dir: Path | None, extra: dict | None = None) -> Path:
     from kit.plots import confusion_plot, distribution_plot, reward_curves
@@ -201,12 +185,18 @@ def write_report(out: Path, title: str, model_metrics: dict, baselines: dict[str
     confusion_plot(truths, preds, scale, out / "confusion.png")
     distribution_plot(truths, preds, scale, out / "distribution.png")
     has_curves = bool(run_dir) and reward_curves(read_jsonl(run_dir / "metrics.jsonl"), out / "rewards.png")
-    per_rating = " | ".join(f"{k}: {_f(v)}" for k, v in model_metrics["mae_by_true_rating"].items())
+    per_rating = " | ".join(f"{k}: {'-' if math.isnan(v) else f'{v:.4f}'}"
+                            for k, v in model_metrics["mae_by_true_rating"].items())
     parts = [f"# {title}", "", metrics_table({"this model": model_metrics, **baselines}), "",
              f"MAE by true rating: {per_rating}", "",
              "Malformed answers are scored with the user's average over earlier interactions (clipped to the "
              f"scale {scale[0]:g}-{scale[1]:g}), never with the truth; 'valid' columns use valid answers only.",
-             "Baselines are fitted on the training interactions and scored on the same pairs."]
+             "Baselines are fitted on the training interactions and scored on the same pairs. Intervals: 95% "
+             "bootstrap over pairs (seeded)."]
+    if model_metrics.get("comparisons"):
+        parts += ["", "Paired tests on the same pairs (sign-flip permutation test of the MAE difference; "
+                      "the interval is a bootstrap of that difference):", "",
+                  comparisons_block(model_metrics["comparisons"])]
     for key, value in (extra or {}).items():
         parts += ["", f"{key}: {value}"]
     parts += ["", "![confusion](confusion.png)", "", "![distribution](distribution.png)"]
@@ -221,7 +211,7 @@ def write_baselines_report(out: Path, split: str, n_pairs: int, baselines: dict[
     """--baselines-only --out DIR: the classical table as metrics.json and report.md (no LLM)."""
     out.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {"split": split, "n": n_pairs,
-                               "baselines": {k: {m: v[m] for m in METRIC_KEYS} for k, v in baselines.items()}}
+                               "baselines": {k: public_metrics(v) for k, v in baselines.items()}}
     if floor:
         metrics["noise_floor"] = floor
     atomic_write_json(out / "metrics.json", metrics)
@@ -232,6 +222,13 @@ def write_baselines_report(out: Path, split: str, n_pairs: int, baselines: dict[
     atomic_write_text(out / "report.md", "\n".join(parts) + "\n")
 
 
+def model_comparisons(name: str, records: list[dict], scale: tuple[float, float], baseline_errors: dict,
+                      seed: int = 0) -> list[dict]:
+    """The model against each baseline, paired on the same pairs."""
+    errors = abs_errors([r["rating"] for r in records], scored_predictions(records, scale))
+    return [compare(name, errors, base, errs, seed).as_dict() for base, errs in baseline_errors.items()]
+
+
 # --------------------------------------------------------------------------- entry points
 
 def _settings(args: argparse.Namespace, cfg: KitConfig, adapter: str | None, dtype: str,
@@ -240,7 +237,7 @@ def _settings(args: argparse.Namespace, cfg: KitConfig, adapter: str | None, dty
     a larger limit adds pairs, a smaller one reads a subset, and finished answers are reused."""
     from kit.stage_cache import eval_settings
 
-    return {**eval_settings(cfg, dtype, adapter, args.split, scale, samples=args.samples,
+    return {**eval_settings(cfg, dtype, adapter, args.split, scale, answers=args.answers,
                             temperature=args.temperature), "adapter_path": adapter}
 
 
@@ -262,20 +259,15 @@ def _config_for(args: argparse.Namespace) -> tuple[KitConfig, Path | None]:
 
 
 def evaluate_main(args: argparse.Namespace) -> int:
-    from kit.baselines import baseline_metrics
     from kit.data import load_task_data
 
     cfg, run_dir = _config_for(args)
     data = load_task_data(cfg)
     frame = data.split(args.split, args.limit, seed=cfg.seed, seeded_order=True)  # a stop leaves a prefix
     scale = data.scale
-    baselines = {} if args.no_baselines else baseline_metrics(data.training_interactions(), frame, scale, cfg.seed)
-    floor = None
-    if data.catalog is not None:
-        from kit.data.synthetic import noise_floor
-
-        floor = noise_floor([data.catalog.expected(u, i) for u, i in zip(frame["user_id"], frame["item_id"])],
-                            data.catalog.noise, scale)
+    refs = reference_rows(data, frame, cfg.seed, fitted=not args.no_baselines)
+    baselines = {} if args.no_baselines else refs.metrics
+    floor = refs.noise_floor
     if args.baselines_only:
         table = metrics_table(baselines)
         note = (f"noise floor of the synthetic data (oracle knowing mu): MAE {floor['mae']:.4f}, "
@@ -315,13 +307,15 @@ def evaluate_main(args: argparse.Namespace) -> int:
     finished = len(wanted & {_key(r) for r in read_jsonl(out / "predictions.jsonl")})
     if finished:
         print(f"kit: reusing {finished} of {len(frame)} predictions already in {out / 'predictions.jsonl'}")
-    records = predict(loaded, frame, data, cfg, desc=f"evaluating {args.split}", n_samples=args.samples,
+    records = predict(loaded, frame, data, cfg, desc=f"evaluating {args.split}", n_answers=args.answers,
                       temperature=args.temperature, sink=out / "predictions.jsonl")
-    metrics = score_predictions(records, scale)
-    if args.samples > 1:
+    metrics = score_predictions(records, scale, cfg.seed)
+    if not args.no_baselines:
+        metrics["comparisons"] = model_comparisons("this model", records, scale, refs.errors, cfg.seed)
+    if args.answers > 1:
         spreads = [r["spread"] for r in records if r.get("n_valid", 0) > 1]
         metrics["mean_sample_spread"] = sum(spreads) / len(spreads) if spreads else float("nan")
-    metrics["baselines"] = {k: {m: v[m] for m in METRIC_KEYS} for k, v in baselines.items()}
+    metrics["baselines"] = {k: public_metrics(v) for k, v in baselines.items()}
     if floor:
         metrics["noise_floor"] = floor
     atomic_write_json(out / "metrics.json", metrics)
@@ -335,8 +329,24 @@ def evaluate_main(args: argparse.Namespace) -> int:
     report = write_report(out, f"Evaluation on {args.split} ({len(records)} pairs)", metrics, baselines, records,
                           scale, run_dir, extra)
     print(metrics_table({"this model": metrics, **baselines}))
+    if metrics.get("comparisons"):
+        print("\n" + comparisons_block(metrics["comparisons"]).replace("**", ""))
     print(f"\nkit: wrote {report} and plots in {out}")
     return 0
+
+
+def run_comparisons(labels: list[str], prediction_files: list[Path], scale: tuple[float, float] | None,
+                    seed: int = 0) -> tuple[list[dict], int]:
+    """Each run against the first, paired on the pairs that all of them answered (matched by user
+    and item). Returns the comparisons and the number of shared pairs."""
+    answered = [{_key(r): r for r in read_jsonl(path)} for path in prediction_files]
+    shared = sorted(set.intersection(*(set(a) for a in answered))) if answered else []
+    if not shared or scale is None:
+        return [], len(shared)
+    errors = [abs_errors([a[k]["rating"] for k in shared], scored_predictions([a[k] for k in shared], scale))
+              for a in answered]
+    return [compare(labels[j], errors[j], labels[0], errors[0], seed).as_dict()
+            for j in range(1, len(labels))], len(shared)
 
 
 def compare_main(argv: list[str]) -> int:
@@ -353,18 +363,37 @@ def compare_main(argv: list[str]) -> int:
     if len(labels) != len(args.runs):
         raise ConfigError(f"--labels: {len(labels)} given for {len(args.runs)} runs")
     baselines: dict = {}
+    files: list[Path] = []
+    scale = None
     for run, label in zip(args.runs, labels):
         path = _metrics_path(Path(run), args.split)
         m = json.loads(path.read_text())
         rows[label or _label(path)] = m
         baselines = baselines or m.get("baselines", {})
+        files.append(path.parent / "predictions.jsonl")
+        settings = path.parent / "settings.json"
+        if scale is None and settings.is_file():
+            scale = tuple(json.loads(settings.read_text()).get("scale") or ()) or None
+    names = list(rows)
+    comparisons, shared = ([], 0)
+    if len(names) > 1 and all(f.is_file() for f in files):
+        comparisons, shared = run_comparisons(names, files, scale)
     rows.update({f"baseline: {k}": {**v, "mae_by_true_rating": {}} for k, v in baselines.items()})
     table = metrics_table(rows)
+    if comparisons:
+        paired = (f"Paired tests against {names[0]} on the {shared} pairs every run answered (sign-flip "
+                  f"permutation test of the MAE difference, bootstrap interval):\n\n{comparisons_block(comparisons)}")
+    else:
+        paired = ("No paired test: the runs share no answered pairs (or a run has no predictions.jsonl), so "
+                  "their MAEs are not comparable pair by pair.") if len(names) > 1 else ""
     out = Path(args.out) if args.out else _metrics_path(Path(args.runs[0]), args.split).parent.parent
     comparison_plot(list(rows), [r["mae"] for r in rows.values()], [r["rmse"] for r in rows.values()],
                     out / "comparison.png")
-    atomic_write_text(out / "comparison.md", f"# Comparison on {args.split}\n\n{table}\n\n![comparison](comparison.png)\n")
+    atomic_write_text(out / "comparison.md", f"# Comparison on {args.split}\n\n{table}\n\n{paired}\n\n"
+                                             "![comparison](comparison.png)\n")
     print(table)
+    if paired:
+        print("\n" + paired.replace("**", ""))
     print(f"\nkit: wrote {out / 'comparison.md'} and {out / 'comparison.png'}")
     return 0
 
@@ -393,7 +422,7 @@ def parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
                          "of a larger one and finished answers are reused when N changes")
     ap.add_argument("--model", help="override the base model (a name, folder or hub id)")
     ap.add_argument("--adapter", help="a LoRA adapter folder, or 'none' for the base model (default: RUN/adapter)")
-    ap.add_argument("--samples", type=int, default=1, help="answers per pair (mean prediction and spread)")
+    ap.add_argument("--answers", type=int, default=1, help="sampled answers per pair (their mean is the prediction; their spread is reported; needs --temperature > 0)")
     ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     ap.add_argument("--max-new-tokens", type=int, default=None)
     ap.add_argument("--baselines-only", action="store_true", help="print the classical baselines, no LLM")

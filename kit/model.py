@@ -46,6 +46,19 @@ class _Shared:
 _MODELS: dict[tuple, _Shared] = {}
 
 
+class _FromShared:
+    """An attribute of LoadedModel read from its shared load (model, tokenizer, device, ...)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self if obj is None else getattr(obj.shared, self.name)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        raise AttributeError(f"LoadedModel.{self.name} belongs to the shared load: every handle sees the same one")
+
+
 @dataclass
 class LoadedModel:
     """A handle on the process's one model, and which adapter answers through it.
@@ -57,25 +70,12 @@ class LoadedModel:
     adapter_dir: str | None = None
     live_adapter: bool = False
 
-    @property
-    def model(self) -> Any:
-        return self.shared.model
-
-    @property
-    def tokenizer(self) -> Any:
-        return self.shared.tokenizer
-
-    @property
-    def device(self) -> str:
-        return self.shared.device
-
-    @property
-    def fast_inference(self) -> bool:
-        return self.shared.fast_inference
-
-    @property
-    def source(self) -> str:
-        return self.shared.source
+    # the loaded weights' parts, read through the shared load
+    model = _FromShared()
+    tokenizer = _FromShared()
+    device = _FromShared()
+    fast_inference = _FromShared()
+    source = _FromShared()
 
 
 def has_gpu() -> bool:

@@ -62,13 +62,13 @@ def data_settings(cfg: Any, scale: tuple[float, float]) -> dict:
 
 
 def eval_settings(cfg: Any, dtype: str, adapter_dir: Path | str | None, split: str,
-                  scale: tuple[float, float], samples: int = 1, temperature: float = 0.0) -> dict:
+                  scale: tuple[float, float], answers: int = 1, temperature: float = 0.0) -> dict:
     """Everything that changes an answer to a given pair: model, dtype, adapter, split, decoding,
     max new tokens, prompt, seed, data. Which pairs (and how many) is not part of it: a pair's
     answer does not depend on the others."""
     return {"model": {"name": cfg.model.name, "dtype": dtype, "load_in_4bit": cfg.model.load_in_4bit},
             "adapter": adapter_digest(adapter_dir), "split": split,
-            "decoding": {"samples": samples, "temperature": temperature,
+            "decoding": {"answers": answers, "temperature": temperature,
                          "max_new_tokens": cfg.evaluation.max_new_tokens},
             "prompt": cfg.prompt.model_dump(mode="json"), "seed": cfg.seed, **data_settings(cfg, scale)}
 

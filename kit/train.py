@@ -234,7 +234,7 @@ def _evaluate(cfg, lm, data, out: Path, name: str, frame=None, known: dict | Non
             bar.update(done - bar.n)
 
     rows = predict(lm, frame, data, cfg, desc=f"eval ({name})", known=known, progress=progress)
-    metrics = score_predictions(rows, data.scale)
+    metrics = score_predictions(rows, data.scale, cfg.seed)
     if bar is not None:
         bar.set_postfix_str(f"valid {metrics['valid_n']}/{metrics['n']}, MAE {metrics['mae']:.3f}", refresh=False)
         bar.close()
@@ -584,15 +584,8 @@ def _run(cfg: KitConfig, rewards, out: Path, ckpt: Path | None, resume: bool, co
 
     if cfg.evaluation.enabled:
         summary["eval_after"] = evaluate("after")
-        from kit.baselines import baseline_metrics
-
-        summary["baselines"] = {k: {"mae": v["mae"], "rmse": v["rmse"]} for k, v in baseline_metrics(
-            data.training_interactions(), frame, data.scale, fitted=False).items()}
-        if data.catalog is not None:
-            from kit.data.synthetic import noise_floor
-
-            means = [data.catalog.expected(u, i) for u, i in zip(frame["user_id"], frame["item_id"])]
-            summary["noise_floor"] = noise_floor(means, data.catalog.noise, data.scale)
+        summary.update(reference_summary(data, frame, out, cfg.seed, [k for k in ("eval_before", "eval_primed")
+                                                                       if summary.get(k)]))
     summary["stages_s"] = timeline.actual
     summary["seconds_total"] = round(time.time() - started, 1)
     if cfg.budget.minutes:
@@ -646,26 +639,38 @@ def save_adapter(lm, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _fmt(x: Any) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+def reference_summary(data, frame, out: Path, seed: int, earlier: list[str]) -> dict:
+    """Baselines (the averages: instant at any scale) and the noise floor on the evaluation
+    pairs, and the paired tests the verdict rests on: after GRPO against each earlier round and
+    against the best baseline (kit.report)."""
+    from kit.report import (ROUND_LABELS, abs_errors, best_baseline, compare, public_metrics, reference_rows,
+                            scored_predictions)
+
+    refs = reference_rows(data, frame, seed, fitted=False)
+
+    def errors(stage: str):
+        records = read_jsonl(out / f"predictions_{stage.removeprefix('eval_')}.jsonl")
+        return abs_errors([r["rating"] for r in records], scored_predictions(records, data.scale))
+
+    after = errors("eval_after")
+    comparisons = [compare(ROUND_LABELS["eval_after"], after, ROUND_LABELS[k], errors(k), seed).as_dict()
+                   for k in earlier]
+    best = best_baseline(refs)
+    if best:
+        comparisons.append(compare(ROUND_LABELS["eval_after"], after, f"baseline: {best}", refs.errors[best],
+                                   seed).as_dict())
+    result = {"baselines": {k: public_metrics(v) for k, v in refs.metrics.items()}, "comparisons": comparisons}
+    if refs.noise_floor:
+        result["noise_floor"] = refs.noise_floor
+    return result
 
 
 def format_summary(summary: dict) -> str:
-    """Before/after table, measured the same way, with trivial baselines and the noise floor."""
-    lines = ["", "| model | valid answers | MAE | RMSE | MAE (valid only) |", "|---|---|---|---|---|"]
-    for key, label in (("eval_before", "base model"), ("eval_primed", "after format priming"),
-                       ("eval_after", "after GRPO")):
-        m = summary.get(key)
-        if m:
-            lines.append(f"| {label} | {m['valid_n']}/{m['n']} | {_fmt(m['mae'])} | {_fmt(m['rmse'])} | "
-                         f"{_fmt(m['valid_mae'])} |")
-    for name, m in summary.get("baselines", {}).items():
-        lines.append(f"| baseline: {name} | - | {_fmt(m['mae'])} | {_fmt(m['rmse'])} | - |")
-    if "noise_floor" in summary:
-        f = summary["noise_floor"]
-        lines.append(f"| oracle (noise floor) | - | {_fmt(f['mae'])} | {_fmt(f['rmse'])} | - |")
-    lines.append("Malformed answers are scored with the user's earlier average (never with the truth).")
-    return "\n".join(lines)
+    """Before/after table, measured the same way, with the baselines and the noise floor."""
+    from kit.report import ROUND_LABELS, summary_table
+
+    models = {label: summary[key] for key, label in ROUND_LABELS.items() if summary.get(key)}
+    return "\n" + summary_table(models, summary.get("baselines", {}), summary.get("noise_floor"))
 
 
 def _priming_steps(cfg: KitConfig, n_samples: int) -> int:

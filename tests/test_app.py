@@ -96,13 +96,13 @@ def test_answer_panels_valid_and_malformed(state):
 
 
 def test_streaming_and_base_vs_adapter(state):
-    from kit.app import get_sample, item_choices, parse_item_choice, sample_ratings, stream_answer, user_choices
+    from kit.app import get_sample, item_choices, parse_item_choice, rating_spread, stream_answer, user_choices
 
     user = user_choices(state)[0]
     sample = get_sample(state, user, parse_item_choice(item_choices(state, user)[0]))
     steps = list(stream_answer(state, sample, True, 0.0, 6, 0))
     assert steps and all(b.startswith(a) for a, b in zip(steps, steps[1:]))  # text only grows
-    spread = sample_ratings(state, sample, 3, False, 0.9, 6, 0)
+    spread = rating_spread(state, sample, 3, False, 0.9, 6, 0)
     assert len(spread["ratings"]) == 3 and spread["spread"] >= 0
 
 

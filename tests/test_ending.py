@@ -3,60 +3,79 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
+import numpy as np
 
-from kit.ending import install_ok_line, next_steps, noise_band, verdict
+from kit.ending import install_ok_line, next_steps, verdict
+from kit.report import compare
 
 
 def m(mae: float, valid: int, n: int = 16) -> dict:
-    return {"mae": mae, "rmse": mae + 0.2, "valid_n": valid, "n": n}
+    return {"mae": mae, "rmse": mae + 0.2, "valid_n": valid, "n": n, "mae_ci": [mae - 0.2, mae + 0.2]}
 
 
 BASELINES = {"global mean": {"mae": 0.699}, "item mean": {"mae": 0.567}, "user mean": {"mae": 0.663}}
 
 
-def test_noise_band_is_about_0_2_at_16_pairs_and_shrinks_with_more():
-    assert noise_band(16) == pytest.approx(0.2)
-    assert noise_band(64) == pytest.approx(0.1)
-    assert noise_band(200) < 0.06
+def errors(mae: float, n: int, spread: float, seed: int) -> np.ndarray:
+    """n absolute errors with this mean (per-pair spread as real answers have)."""
+    e = np.abs(np.random.default_rng(seed).normal(0, spread, n))
+    return e - e.mean() + mae
 
 
-def test_small_changes_on_16_pairs_are_called_inconclusive():
+def paired_tests(after: np.ndarray, earlier: dict[str, np.ndarray], baseline: tuple[str, np.ndarray]) -> list[dict]:
+    """The comparisons kit.train stores, made by the real paired test."""
+    out = [compare("after GRPO", after, label, e).as_dict() for label, e in earlier.items()]
+    return out + [compare("after GRPO", after, f"baseline: {baseline[0]}", baseline[1]).as_dict()]
+
+
+def test_small_changes_on_16_pairs_are_called_undetectable():
     """The bf16 machine's cpu-demo: 0.663 (base, no valid answer) -> 0.812 primed -> 0.750 after GRPO."""
-    text = verdict({"eval_before": m(0.663, 0), "eval_primed": m(0.812, 16), "eval_after": m(0.750, 16),
-                    "baselines": BASELINES})
-    assert text.startswith("Verdict: training did not change the rating error by more than the noise")
-    assert "MAE 0.663 (the base model) -> 0.750" in text and "0.087 higher (worse), within the noise" in text
-    assert "0/16 valid answers -> 16/16" in text
+    after = errors(0.750, 16, 0.6, 1)
+    summary = {"eval_before": m(0.663, 0), "eval_primed": m(0.812, 16), "eval_after": m(0.750, 16),
+               "baselines": BASELINES,
+               "comparisons": paired_tests(after, {"base model": errors(0.663, 16, 0.6, 2),
+                                                "after format priming": errors(0.812, 16, 0.6, 3)},
+                                        ("item mean", errors(0.567, 16, 0.6, 4)))}
+    text = verdict(summary)
+    assert text.startswith("Verdict: no detectable change in the rating error: MAE 0.663 (base model) -> 0.750")
+    assert "difference +0.087 [" in text and "0/16 valid answers -> 16/16" in text
     assert "its MAE is that of the fallback" in text  # no valid base answer: say what its MAE means
-    assert "GRPO then moved MAE 0.062 lower (better), within the noise" in text
-    assert "item mean, has MAE 0.567" in text and "level with it (+0.183, within the noise)" in text
-    assert "With 16 pairs a difference under ~0.20 MAE is not conclusive" in text
+    assert "against it, GRPO: no detectable difference (difference -0.062" in text
+    assert "item mean, has MAE 0.567: no detectable difference (difference +0.183" in text
+    assert "With 16 pairs the MAE after training is known to 0.55-0.95 (95%)" in text
     assert "\n" not in text  # one paragraph
 
 
 def test_a_large_change_is_called_by_its_name():
-    """The float32 EPYC run of the issue: GRPO took MAE from 0.688 to 0.951 (14/16 valid)."""
-    text = verdict({"eval_before": m(0.663, 0), "eval_primed": m(0.688, 16), "eval_after": m(0.951, 14),
-                    "baselines": BASELINES})
+    """The float32 EPYC run of the issue (0.688 -> 0.951), here on 64 pairs so that it is detectable."""
+    after = errors(0.951, 64, 0.3, 1)
+    summary = {"eval_before": m(0.663, 0, 64), "eval_primed": m(0.688, 64, 64), "eval_after": m(0.951, 60, 64),
+               "baselines": BASELINES,
+               "comparisons": paired_tests(after, {"base model": errors(0.663, 64, 0.3, 2),
+                                                "after format priming": errors(0.688, 64, 0.3, 3)},
+                                        ("item mean", errors(0.567, 64, 0.3, 4)))}
+    text = verdict(summary)
     assert text.startswith("Verdict: training made the rating error worse")
-    assert "GRPO then moved MAE 0.263 higher (worse)." in text  # beyond the noise: no hedge
-    assert "is worse by 0.384" in text
+    assert "GRPO: worse (difference +0.263" in text and "the trained model is worse (difference +0.384" in text
 
 
 def test_a_real_improvement_on_many_pairs():
-    text = verdict({"eval_before": m(0.90, 150, 200), "eval_after": m(0.60, 198, 200),
-                    "baselines": {"SVD": {"mae": 0.75}, "broken": {"mae": None}}})
-    assert text.startswith("Verdict: training helped: MAE 0.900 (the base model) -> 0.600")
-    assert "0.300 lower (better);" in text and "fallback" not in text
-    assert "SVD, has MAE 0.750: the trained model beats it by 0.150" in text
-    assert "With 200 pairs a difference under ~0.06 MAE" in text
+    after = errors(0.60, 200, 0.5, 1)
+    summary = {"eval_before": m(0.90, 150, 200), "eval_after": m(0.60, 198, 200),
+               "baselines": {"SVD": {"mae": 0.75}, "broken": {"mae": None}},
+               "comparisons": paired_tests(after, {"base model": errors(0.90, 200, 0.5, 2)},
+                                        ("SVD", errors(0.75, 200, 0.5, 3)))}
+    text = verdict(summary)
+    assert text.startswith("Verdict: training helped: MAE 0.900 (base model) -> 0.600")
+    assert "difference -0.300 [" in text and "fallback" not in text
+    assert "SVD, has MAE 0.750: the trained model is better (difference -0.150" in text
 
 
 def test_without_evaluation_the_verdict_says_it_cannot_tell():
     assert "cannot say whether training helped" in verdict({"baselines": BASELINES})
     only_after = verdict({"eval_after": m(0.8, 12)})
     assert "no evaluation before training" in only_after and "12/16 valid" in only_after
+    assert "no paired test on record" in verdict({"eval_before": m(0.9, 3), "eval_after": m(0.8, 12)})
 
 
 def test_next_steps_name_the_folder_and_the_commands(tmp_path):

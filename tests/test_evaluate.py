@@ -125,11 +125,11 @@ def test_resume_across_a_changed_limit(smoke_run, tiny_model_dir, tmp_path):
 
 
 def test_base_model_sampling_and_compare(smoke_run, tiny_model_dir, tmp_path):
-    kit_evaluate(["--run", str(smoke_run), "--adapter", "none", "--limit", "4", "--samples", "2",
+    kit_evaluate(["--run", str(smoke_run), "--adapter", "none", "--limit", "4", "--answers", "2",
                   "--temperature", "0.8", "--max-new-tokens", "8", "--no-baselines"], tiny_model_dir)
     base = smoke_run / "eval" / "test-base"
     records = [json.loads(x) for x in (base / "predictions.jsonl").read_text().splitlines()]
-    assert all(len(r["samples"]) == 2 and len(r["completions"]) == 2 for r in records)
+    assert all(len(r["answer_ratings"]) == 2 and len(r["completions"]) == 2 for r in records)
     assert json.loads((base / "settings.json").read_text())["adapter"] is None
     kit_evaluate(["--run", str(smoke_run), "--limit", "4", "--max-new-tokens", "8", "--out", str(tmp_path / "a")],
                  tiny_model_dir)

@@ -91,7 +91,7 @@ def test_a_training_load_reuses_the_model_with_a_fresh_adapter(cfg, tiny_model_d
     assert all(p.requires_grad for n, p in training.model.named_parameters() if "lora_B" in n and ".default." in n)
 
 
-def test_n_samples_are_distinct_draws_grouped_by_prompt(cfg):
+def test_n_answers_are_distinct_draws_grouped_by_prompt(cfg):
     from kit.model import generate, load_adapter
 
     base = load_adapter(cfg.model, None)

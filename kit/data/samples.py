@@ -15,7 +15,7 @@ the whole table. Interactions must already be de-duplicated per (user, item).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import polars as pl
@@ -174,22 +174,16 @@ def plan_samples(
     return SamplePlan(kept, by_user, by_item), stats
 
 
-def build_samples(
-    interactions: pl.DataFrame,
-    history_user: int = 10,
-    history_item: int = 10,
-    min_history: int = 5,
-    targets: pl.DataFrame | None = None,
-    history_reviews: bool = True,
-    block_rows: int | None = None,
-) -> tuple[pl.DataFrame, SampleStats]:
-    """Samples for every interaction (or for the (user_id, item_id) pairs in `targets`).
+def build_samples(interactions: pl.DataFrame, *args: Any, block_rows: int | None = None,
+                  **kwargs: Any) -> tuple[pl.DataFrame, SampleStats]:
+    """Samples for every interaction (or for the (user_id, item_id) pairs in `targets`); the
+    arguments are `plan_samples`' (history_user, history_item, min_history, targets, history_reviews).
 
     With history_reviews=False, history entries carry `ref` (the row of the interaction in
     the table passed in) instead of a copy of its review text: at scale the copies would
     dominate memory and disk (each review appears in up to 2N histories). `block_rows` only
     changes how many lists are built at a time, never the result."""
-    plan, stats = plan_samples(interactions, history_user, history_item, min_history, targets, history_reviews)
+    plan, stats = plan_samples(interactions, *args, **kwargs)
     if block_rows is None:
         return plan.samples(), stats
     return pl.concat(list(plan.blocks(block_rows=block_rows)), how="vertical"), stats
