@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import html
+import json
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Iterator
 
 import polars as pl
@@ -44,6 +46,7 @@ class AppState:
     loaded: Any = None                 # kit.model.LoadedModel, loaded on first use
     adapter_dir: str | None = None
     rewards: list[RecipeReward] | None = None  # the recipe's rewards, weights and kwargs: what training used
+    run_dir: Path | None = None
     _samples: dict | None = None
     _by_user: dict | None = None
 
@@ -78,7 +81,29 @@ def build_state(run: str | None = None, config: str | None = None, overrides: li
     import kit.runtime  # noqa: F401  (unsloth before transformers/peft, once the config is known good)
 
     adapter = str(run_dir / "adapter") if run_dir and (run_dir / "adapter" / "adapter_config.json").is_file() else None
-    return AppState(cfg=cfg, data=load_task_data(cfg), adapter_dir=adapter, rewards=load_recipe_rewards(cfg.rewards))
+    return AppState(cfg=cfg, data=load_task_data(cfg), adapter_dir=adapter, rewards=load_recipe_rewards(cfg.rewards),
+                    run_dir=run_dir)
+
+
+def run_scores(run_dir: Path | None) -> str:
+    """The run's held-out figures as its training summary and kit.evaluate wrote them (intervals,
+    paired verdicts), so the answers on screen can be read against how the model does overall."""
+    if run_dir is None:
+        return "_No run folder: start the app with --run RUN_DIR to see its held-out figures._"
+    from kit.ending import verdict
+    from kit.report import metrics_table
+    from kit.train import format_summary
+
+    parts = []
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        s = json.loads(summary.read_text())
+        parts += ["**Training summary** (the run's own evaluation rounds)", format_summary(s), "", verdict(s)]
+    for path in sorted((run_dir / "eval").glob("*/metrics.json")):
+        m = json.loads(path.read_text())
+        parts += ["", f"**kit.evaluate on {path.parent.name}**", "",
+                  metrics_table({"this model": m, **{f"baseline: {k}": v for k, v in m.get("baselines", {}).items()}})]
+    return "\n".join(parts) if parts else f"_{run_dir} has no summary.json or eval/*/metrics.json yet._"
 
 
 # --------------------------------------------------------------------------- data views
@@ -312,6 +337,8 @@ def build_ui(state: AppState):
                     with gr.Accordion("Raw completion", open=False):
                         o["raw"] = gr.Code(language=None, elem_id=f"{key}-raw")
                     outputs[key] = o
+        with gr.Accordion("How this run scores on held-out pairs", open=False):
+            gr.Markdown(run_scores(state.run_dir), elem_id="run-scores")
         with gr.Accordion("Prompt (chat-rendered)", open=False):
             prompt_box = gr.Code(language=None, elem_id="prompt")
 

@@ -276,6 +276,19 @@ class EvalConfig(_Strict):
     max_new_tokens: int = Field(256, ge=1)
     batch_size: int = Field(8, ge=1)
     before_training: bool = True
+    decode: Literal["greedy", "expected", "mean_of_n"] = Field(
+        "greedy", description="the model's prediction: the rating it wrote (greedy), the expected rating of its "
+        "distribution after the rating tag (expected), or the mean of n sampled answers (mean_of_n: "
+        "kit.evaluate --answers N --temperature T); every one computed is reported")
+    rating_distribution: bool = Field(True, description="read each greedy answer's rating distribution after the "
+                                      "rating tag (one forward pass per answer): expected-rating decoding and "
+                                      "calibration")
+
+    @model_validator(mode="after")
+    def _decode(self):
+        if self.decode == "expected" and not self.rating_distribution:
+            raise ValueError("evaluation.decode=expected needs evaluation.rating_distribution=true")
+        return self
 
 
 class BudgetConfig(_Strict):

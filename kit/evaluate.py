@@ -10,7 +10,10 @@ baselines on the identical split, with plots of where the model is wrong.
 Malformed answers are never scored with the truth: they count in `format_failure_rate`
 and are scored with the user's earlier average (clipped to the scale); metrics over valid
 answers only are reported beside. Predictions are appended as they come, so an
-interrupted evaluation continues where it stopped.
+interrupted evaluation continues where it stopped. Each figure carries a 95% bootstrap
+interval, and the model is compared with each baseline by a paired test on the same pairs
+(kit.report). Greedy answers also get their rating distribution after the rating tag: the
+expected rating and a calibration plot beside the greedy rating (kit.decoding).
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import polars as pl
 from kit.config import ConfigError, KitConfig, config_for_run
 from kit.data import FittedPrompt, TaskData, fit_prompt
 from kit.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
-from kit.report import (compare, comparisons_block, metrics_table, public_metrics, reference_rows,
+from kit.report import (calibration, compare, with_ci, comparisons_block, metrics_table, public_metrics, reference_rows,
                         score_records, scored_predictions, abs_errors)
 from kit.rewards import STYLES, parse_answer
 
@@ -119,6 +122,10 @@ def predict(loaded: Any, frame: pl.DataFrame, data: TaskData, cfg: KitConfig, de
     `progress(n)` is called after each batch with the pairs done so far (a console bar by default)."""
     if n_answers > 1 and temperature <= 0:
         raise ValueError("sampling n answers per pair needs a temperature > 0 (e.g. --temperature 0.7)")
+    if n_answers == 1 and cfg.evaluation.decode == "mean_of_n":
+        raise ConfigError("evaluation.decode=mean_of_n needs several sampled answers per pair: "
+                          "python -m kit.evaluate --answers N --temperature T (training's rounds answer once: "
+                          "use decode=greedy or expected there)")
     done = dict(known or {})
     if sink:
         done.update({_key(r): r for r in read_jsonl(sink)})
@@ -140,9 +147,13 @@ def predict(loaded: Any, frame: pl.DataFrame, data: TaskData, cfg: KitConfig, de
             picked = order[bstart:bstart + batch]
             answers = _answers(loaded, [fitted[k] for k in picked], cfg, n_answers, temperature,
                                seed=cfg.seed + wstart + bstart)
-            for k, completions in zip(picked, answers):
+            dists: list[dict | None] = [None] * len(picked)
+            if n_answers == 1 and cfg.evaluation.rating_distribution:
+                dists = rating_distributions(loaded, [fitted[k] for k in picked], [a[0] for a in answers], data, cfg)
+            for k, completions, dist in zip(picked, answers, dists):
                 r = pending[k]
                 record = {**parse_completions(r, completions, data, cfg.prompt.style), **fit_fields(fitted[k])}
+                record = with_decoding(record, dist, cfg.evaluation.decode if n_answers == 1 else "mean_of_n")
                 done[_key(r)] = record
                 if sink:
                     append_jsonl(sink, record)
@@ -156,10 +167,64 @@ def predict(loaded: Any, frame: pl.DataFrame, data: TaskData, cfg: KitConfig, de
     return [done[_key(r)] for r in rows]
 
 
+def rating_distributions(loaded: Any, fitted: list[FittedPrompt], answers: list[str], data: TaskData,
+                         cfg: KitConfig) -> list[dict | None]:
+    """Each greedy answer's rating distribution after its rating tag (kit.decoding). Declined for
+    this tokenizer and scale: None for all, and an error when the recipe asked to decode with it."""
+    from kit.decoding import expected_ratings
+
+    dists, declined = expected_ratings(loaded, [f.text for f in fitted], answers, data.scale, cfg.prompt.style,
+                                       cfg.evaluation.batch_size)
+    if declined and cfg.evaluation.decode == "expected":
+        raise ConfigError(f"evaluation.decode=expected is not possible here: {declined}; use decode=greedy")
+    return dists
+
+
+def with_decoding(record: dict, dist: dict | None, decode: str) -> dict:
+    """The record with its greedy rating, its rating distribution and expected rating (when read),
+    and `prediction` set by the decoding the recipe chose. A malformed answer has no expected
+    rating: it stays malformed (scored with the fallback, never with the truth)."""
+    if decode == "mean_of_n":
+        return record
+    record = {**record, "greedy_rating": record["prediction"]}
+    if dist is not None:
+        record.update(rating_probs=dist["probs"], rating_mass=dist["mass"],
+                      expected_rating=dist["expected"] if record["valid"] else None)
+    if decode == "expected":
+        record["prediction"] = record.get("expected_rating")
+    return record
+
+
+DECODES = {"greedy": "greedy_rating", "expected": "expected_rating"}
+
+
+def _decoded(records: list[dict], name: str) -> list[dict]:
+    """The records as that decoding predicts them (no value: malformed, scored with the fallback)."""
+    return [{**r, "prediction": r.get(DECODES[name])} for r in records]
+
+
+def decode_metrics(records: list[dict], scale: tuple[float, float], seed: int = 0) -> dict:
+    """MAE / RMSE (with intervals) of each decoding the records hold, on the same pairs."""
+    out = {}
+    for name, field in DECODES.items():
+        if any(field in r for r in records):
+            m = score_records(_decoded(records, name), scale, seed)
+            out[name] = {k: m[k] for k in ("mae", "rmse", "mae_ci", "rmse_ci", "valid_n", "n")}
+    return out
+
+
 def score_predictions(records: list[dict], scale: tuple[float, float], seed: int = 0) -> dict:
     """Rating metrics with their intervals (kit.report), plus how many prompts were trimmed to fit
     and how many could not fit."""
     metrics = score_records(records, scale, seed)
+    decodes = decode_metrics(records, scale, seed)
+    if len(decodes) > 1:
+        metrics["decodes"] = decodes
+        truths = [r["rating"] for r in records]
+        errors = {name: abs_errors(truths, scored_predictions(_decoded(records, name), scale)) for name in decodes}
+        metrics["decode_comparison"] = compare("expected rating", errors["expected"], "greedy rating",
+                                               errors["greedy"], seed).as_dict()
+        metrics["calibration"] = calibration(records)
     metrics["prompts_trimmed"] = sum(1 for r in records if r.get("history_dropped"))
     metrics["prompts_too_long"] = sum(1 for r in records if r.get("prompt_too_long") is not None)
     return metrics
@@ -178,7 +243,7 @@ def length_note(metrics: dict, cfg: KitConfig) -> str | None:
 
 def write_report(out: Path, title: str, model_metrics: dict, baselines: dict[str, dict], records: list[dict],
                  scale: tuple[float, float], run_dir: Path | None, extra: dict | None = None) -> Path:
-    from kit.plots import confusion_plot, distribution_plot, reward_curves
+    from kit.plots import confusion_plot, distribution_plot, reliability_plot, reward_curves
 
     truths = [r["rating"] for r in records]
     preds = [r["prediction"] for r in records]
@@ -193,6 +258,20 @@ def write_report(out: Path, title: str, model_metrics: dict, baselines: dict[str
              f"scale {scale[0]:g}-{scale[1]:g}), never with the truth; 'valid' columns use valid answers only.",
              "Baselines are fitted on the training interactions and scored on the same pairs. Intervals: 95% "
              "bootstrap over pairs (seeded)."]
+    decodes = model_metrics.get("decodes")
+    if decodes:
+        c = model_metrics["decode_comparison"]
+        parts += ["", "Decoding (same answers, same pairs): " + "; ".join(
+            f"{name} MAE {with_ci(m, 'mae')}, RMSE {with_ci(m, 'rmse')}" for name, m in decodes.items()),
+            f"Expected vs greedy rating: **{c['outcome']}** (MAE {c['mae_difference']:+.3f} "
+            f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}], p={c['p']:.3g}). The prediction above is the recipe's "
+            "`evaluation.decode`."]
+    calib = model_metrics.get("calibration")
+    if calib:
+        reliability_plot(calib, model_metrics["mae_by_true_rating"], out / "calibration.png")
+        parts += ["", f"Calibration of the rating distributions: ECE {calib['ece']:.3f}, mean probability of the "
+                      f"true rating {calib['p_true']:.2f} ({calib['pairs']} pairs).", "",
+                  "![calibration](calibration.png)"]
     if model_metrics.get("comparisons"):
         parts += ["", "Paired tests on the same pairs (sign-flip permutation test of the MAE difference; "
                       "the interval is a bootstrap of that difference):", "",

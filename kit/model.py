@@ -292,6 +292,47 @@ def generate(loaded: LoadedModel, prompts: Sequence[str], max_new_tokens: int = 
                             stop)
 
 
+def next_token_probs(loaded: LoadedModel, texts: Sequence[str], token_ids: Sequence[int], batch_size: int = 8,
+                     use_adapter: bool = True) -> list[list[float]]:
+    """For each text (a chat-rendered prompt plus the start of an answer), the probability of each
+    of `token_ids` as the very next token (softmax over the whole vocabulary, not renormalised).
+    transformers: one forward pass per batch, left-padded. vLLM: one greedy token with its top-20
+    log-probabilities; a token outside those 20 counts as 0."""
+    if loaded.fast_inference:
+        return _next_token_probs_vllm(loaded, texts, token_ids, use_adapter)
+    import torch
+
+    tok = loaded.tokenizer
+    tok.padding_side = "left"
+    out: list[list[float]] = []
+    with adapter_context(loaded, use_adapter) as model:
+        device = next(model.parameters()).device
+        index = torch.tensor(list(token_ids), device=device)
+        for start in range(0, len(texts), batch_size):
+            enc = tok(list(texts[start:start + batch_size]), return_tensors="pt", padding=True,
+                      add_special_tokens=False).to(device)
+            with torch.inference_mode():
+                logits = model(**enc).logits[:, -1, :].float()
+            out += torch.softmax(logits, dim=-1)[:, index].tolist()
+    return out
+
+
+def _next_token_probs_vllm(loaded, texts, token_ids, use_adapter):
+    import math
+
+    from vllm import SamplingParams
+
+    params = SamplingParams(n=1, max_tokens=1, temperature=0.0, logprobs=20)
+    adapter = loaded.adapter_dir if use_adapter else None
+    lora_request = _lora_request(loaded.shared, adapter) if adapter else None
+    outputs = loaded.model.fast_generate(list(texts), sampling_params=params, lora_request=lora_request)
+    probs = []
+    for o in outputs:
+        top = o.outputs[0].logprobs[0] if o.outputs[0].logprobs else {}
+        probs.append([math.exp(top[t].logprob) if t in top else 0.0 for t in token_ids])
+    return probs
+
+
 def stream_generate(loaded: LoadedModel, prompt: str, max_new_tokens: int = 256, temperature: float = 0.0,
                     seed: int = 0, use_adapter: bool = True):
     """Yield the growing completion text for one prompt (token by token without vLLM)."""

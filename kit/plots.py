@@ -47,6 +47,31 @@ def distribution_plot(truths: list[float], preds: list[float | None], scale: tup
     _save(fig, path)
 
 
+def reliability_plot(calib: dict, mae_by_rating: dict[str, float], path: Path) -> None:
+    """Left: predicted probability of a rating vs how often it was the truth (the diagonal is a
+    calibrated model; dot size ~ how many (pair, rating) cases fall in the bin). Right: the error
+    by true rating."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    bins = calib["bins"]
+    ax.plot([0, 1], [0, 1], color="#999999", linestyle="--", label="calibrated")
+    sizes = [20 + 180 * b["n"] / max(x["n"] for x in bins) for b in bins]
+    ax.scatter([b["mean_p"] for b in bins], [b["freq"] for b in bins], s=sizes, color="#1f77b4",
+               label=f"model (ECE {calib['ece']:.3f})")
+    ax.plot([b["mean_p"] for b in bins], [b["freq"] for b in bins], color="#1f77b4", alpha=0.5)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("predicted probability of a rating")
+    ax.set_ylabel("observed frequency of that rating")
+    ax.set_title(f"reliability ({calib['pairs']} pairs; mean p(true) {calib['p_true']:.2f})")
+    ax.legend(loc="upper left", fontsize=8)
+    levels = list(mae_by_rating)
+    ax2.bar(levels, [mae_by_rating[k] for k in levels], color="#1f77b4")
+    ax2.set_xlabel("true rating")
+    ax2.set_ylabel("MAE")
+    ax2.set_title("error by true rating")
+    _save(fig, path)
+
+
 def reward_curves(metrics: list[dict], path: Path) -> bool:
     """Per-component reward means, total reward, zero-spread fraction and completion length per GRPO step."""
     rows = [m for m in metrics if m.get("phase", "grpo") == "grpo" and "reward" in m]

@@ -125,6 +125,39 @@ def compare(name_a: str, errors_a: Sequence[float], name_b: str, errors_b: Seque
     return Comparison(name_a, name_b, int(d.size), delta, (float(lo), float(hi)), float(min(1.0, test.pvalue)))
 
 
+# --------------------------------------------------------------------------- calibration
+
+def calibration(records: Sequence[dict], bins: int = 10) -> dict | None:
+    """How far the rating distributions can be taken at their word: every (pair, rating) gives a
+    predicted probability and whether that rating was the truth; grouped into equal-width bins of
+    probability. `ece` (expected calibration error) is the pair-weighted mean gap between a bin's
+    mean probability and its observed frequency; `p_true` the mean probability given to the true
+    rating. None when no record has a distribution."""
+    probs, hits, p_true = [], [], []
+    for r in records:
+        dist = r.get("rating_probs")
+        if not dist:
+            continue
+        truth = float(r["rating"])
+        for rating, p in dist.items():
+            probs.append(float(p))
+            hits.append(float(float(rating) == truth))
+        p_true.append(float(dist.get(f"{truth:g}", 0.0)))
+    if not probs:
+        return None
+    p, h = np.asarray(probs), np.asarray(hits)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    table, gap = [], 0.0
+    for b in range(bins):
+        sel = which == b
+        if not sel.any():
+            continue
+        mean_p, freq = float(p[sel].mean()), float(h[sel].mean())
+        table.append({"lo": b / bins, "hi": (b + 1) / bins, "n": int(sel.sum()), "mean_p": mean_p, "freq": freq})
+        gap += sel.sum() / p.size * abs(mean_p - freq)
+    return {"pairs": len(p_true), "bins": table, "ece": float(gap), "p_true": float(np.mean(p_true))}
+
+
 # --------------------------------------------------------------------------- reference rows
 
 @dataclass
@@ -210,6 +243,16 @@ def summary_table(models: dict[str, dict], baselines: dict[str, dict], floor: di
     lines.append("Malformed answers are scored with the user's earlier average (never with the truth); "
                  "intervals: 95% bootstrap over pairs.")
     return "\n".join(lines)
+
+
+def decoding_line(label: str, m: dict) -> str | None:
+    """One line: greedy against expected-rating decoding of the same answers (None when only one
+    of them was computed)."""
+    decodes, c = m.get("decodes"), m.get("decode_comparison")
+    if not decodes or not c:
+        return None
+    return (f"{label}, same answers: greedy MAE {with_ci(decodes['greedy'], 'mae')}, expected rating MAE "
+            f"{with_ci(decodes['expected'], 'mae')}: {c['outcome']} (p={c['p']:.2g})")
 
 
 def comparisons_block(comparisons: Sequence[dict]) -> str:

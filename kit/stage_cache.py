@@ -69,7 +69,8 @@ def eval_settings(cfg: Any, dtype: str, adapter_dir: Path | str | None, split: s
     return {"model": {"name": cfg.model.name, "dtype": dtype, "load_in_4bit": cfg.model.load_in_4bit},
             "adapter": adapter_digest(adapter_dir), "split": split,
             "decoding": {"answers": answers, "temperature": temperature,
-                         "max_new_tokens": cfg.evaluation.max_new_tokens},
+                         "max_new_tokens": cfg.evaluation.max_new_tokens,
+                         "rating_distribution": cfg.evaluation.rating_distribution and answers == 1},
             "prompt": cfg.prompt.model_dump(mode="json"), "seed": cfg.seed, **data_settings(cfg, scale)}
 
 

@@ -667,10 +667,13 @@ def reference_summary(data, frame, out: Path, seed: int, earlier: list[str]) -> 
 
 def format_summary(summary: dict) -> str:
     """Before/after table, measured the same way, with the baselines and the noise floor."""
-    from kit.report import ROUND_LABELS, summary_table
+    from kit.report import ROUND_LABELS, decoding_line, summary_table
 
     models = {label: summary[key] for key, label in ROUND_LABELS.items() if summary.get(key)}
-    return "\n" + summary_table(models, summary.get("baselines", {}), summary.get("noise_floor"))
+    lines = [summary_table(models, summary.get("baselines", {}), summary.get("noise_floor"))]
+    last = list(models)[-1] if models else None
+    line = decoding_line(last, models[last]) if last else None
+    return "\n" + "\n".join(lines + ([line] if line else []))
 
 
 def _priming_steps(cfg: KitConfig, n_samples: int) -> int:

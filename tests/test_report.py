@@ -81,3 +81,19 @@ def test_tables_show_the_interval_beside_each_figure():
     table = summary_table({"after GRPO": m}, {"item mean": {"mae": 0.5, "rmse": 0.7}}, {"mae": 0.3, "rmse": 0.5})
     assert "| after GRPO | 16/16 | 0.812 [0.62, 1.01] |" in table
     assert "| baseline: item mean | - | 0.500 | 0.700 | - |" in table and "| oracle (noise floor) | - | 0.300 |" in table
+
+
+def test_the_app_shows_the_runs_figures_with_intervals_and_verdict(tmp_path):
+    from kit.app import run_scores
+    from kit.io import atomic_write_json
+
+    assert "--run RUN_DIR" in run_scores(None) and "no summary.json" in run_scores(tmp_path)
+    after = {"n": 16, "mae": 0.75, "rmse": 0.95, "mae_ci": [0.5, 1.0], "rmse_ci": [0.7, 1.2], "valid_n": 16,
+             "valid_mae": 0.75}
+    before = {**after, "mae": 0.9, "valid_n": 0}
+    summary = {"eval_before": before, "eval_after": after, "baselines": {"item mean": {"mae": 0.6, "rmse": 0.8}},
+               "comparisons": [compare("after GRPO", [0.75] * 16, "base model", [0.9] * 16).as_dict()]}
+    atomic_write_json(tmp_path / "summary.json", summary)
+    text = run_scores(tmp_path)
+    assert "| after GRPO | 16/16 | 0.750 [0.50, 1.00] |" in text
+    assert "Verdict: training helped" in text and "p=" in text
