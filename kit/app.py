@@ -197,9 +197,12 @@ def truth_markdown(sample: dict) -> str:
 # --------------------------------------------------------------------------- answers
 
 def answer_panels(text: str, sample: dict, scale: tuple[float, float], rewards: list[RecipeReward],
-                  style: str = "reczero") -> dict[str, str]:
+                  style: str = "reczero", evidence: str | None = None) -> dict[str, str]:
     """The four stages as markdown panels, the rating card, the recipe's reward breakdown
-    (each reward, its weight, the weighted total training optimised), what is wrong."""
+    (each reward, its weight, the weighted total training optimised), what is wrong. With the
+    prompt as `evidence`, each claimed aspect is marked found in it or not (kit.grounding)."""
+    from kit.grounding import aspect_of, check_claims
+
     parsed = parse_answer(text, scale, style)
     sec = parsed.sections
     item_lines = [ln.strip() for ln in sec.get("analyze item", "").splitlines() if ln.strip()]
@@ -207,8 +210,19 @@ def answer_panels(text: str, sample: dict, scale: tuple[float, float], rewards: 
     neg = [ln[5:].strip() for ln in item_lines if ln.lower().startswith("[neg]")]
     other = [ln for ln in item_lines if not ln.lower().startswith(("[pos]", "[neg]"))]
     esc = html.escape
-    item_md = "\n".join([esc(x) for x in other] + ["", "**Likely to like**"] + [f"- {esc(p)}" for p in pos or ["(none)"]]
-                        + ["", "**Likely to dislike**"] + [f"- {esc(n)}" for n in neg or ["(none)"]])
+    claims = check_claims(text, evidence, style) if evidence else []
+    marks = {(c.kind, c.text): c.supported for c in claims}
+
+    def line(kind: str, p: str) -> str:
+        mark = marks.get((kind, aspect_of(p)))
+        return f"- {esc(p)}" + ("" if mark is None else " ✓ _in the prompt_" if mark else " ✗ _not in the prompt_")
+
+    item_md = "\n".join([esc(x) for x in other] + ["", "**Likely to like**"] + [line("pos", p) for p in pos or ["(none)"]]
+                        + ["", "**Likely to dislike**"] + [line("neg", n) for n in neg or ["(none)"]])
+    if claims:
+        found = sum(c.supported for c in claims)
+        item_md += (f"\n\n_Grounded: {found} of {len(claims)} claims (aspects and preferences) occur in the "
+                    "prompt._")
     truth = sample["rating"]
     if parsed.valid and truth is None:
         verdict = f"<div class='kit-rating'>{parsed.rating:g}</div><div>predicted (no true rating)</div>"
@@ -218,7 +232,8 @@ def answer_panels(text: str, sample: dict, scale: tuple[float, float], rewards: 
     else:
         verdict = "<div class='kit-rating kit-bad'>malformed</div><div>" + "<br>".join(
             esc(p) for p in parsed.problems[:6]) + "</div>"
-    b = reward_breakdown(rewards, text, rating=[sample["rating"]], rating_min=[scale[0]], rating_max=[scale[1]])
+    b = reward_breakdown(rewards, text, rating=[sample["rating"]], rating_min=[scale[0]], rating_max=[scale[1]],
+                         prompts=[evidence or ""])
     table = "\n".join(["| reward | weight | value |", "|---|---|---|"] +
                       [f"| {name} | {b['weights'][name]:g} | {v:+.3f} |" for name, v in b["rewards"].items()] +
                       [f"| weighted total | | {b['total']:+.3f} |"])
@@ -381,7 +396,7 @@ def build_ui(state: AppState):
                     blank[key]["rating"] = "<div>generating...</div>"
                     yield pack("generating...", prompt)
                 blank[key].update(answer_panels(text, sample, state.data.scale, state.rewards,
-                                                state.cfg.prompt.style))
+                                                state.cfg.prompt.style, evidence=prompt))
                 if int(n) > 1:
                     s = rating_spread(state, sample, int(n), key == "tuned", temp or 0.7, max_new, seed_value)
                     shown = ", ".join("malformed" if r is None else f"{r:g}" for r in s["ratings"])

@@ -29,6 +29,7 @@ import polars as pl
 
 from kit.config import ConfigError, KitConfig, config_for_run
 from kit.data import FittedPrompt, TaskData, fit_prompt
+from kit.grounding import grounding_summary
 from kit.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from kit.report import (calibration, compare, with_ci, comparisons_block, metrics_table, public_metrics, reference_rows,
                         score_records, scored_predictions, abs_errors)
@@ -154,6 +155,8 @@ def predict(loaded: Any, frame: pl.DataFrame, data: TaskData, cfg: KitConfig, de
                 r = pending[k]
                 record = {**parse_completions(r, completions, data, cfg.prompt.style), **fit_fields(fitted[k])}
                 record = with_decoding(record, dist, cfg.evaluation.decode if n_answers == 1 else "mean_of_n")
+                if fitted[k].text is not None:
+                    record["grounding"] = grounding_summary(completions[0], fitted[k].text, cfg.prompt.style)
                 done[_key(r)] = record
                 if sink:
                     append_jsonl(sink, record)
@@ -213,6 +216,17 @@ def decode_metrics(records: list[dict], scale: tuple[float, float], seed: int = 
     return out
 
 
+def grounding_totals(records: list[dict]) -> dict | None:
+    """Claims found in the prompt over all claims of all (first) answers (kit.grounding)."""
+    marked = [r["grounding"] for r in records if "grounding" in r]
+    if not marked:
+        return None
+    claims = sum(g["claims"] for g in marked)
+    supported = sum(g["supported"] for g in marked)
+    return {"share": supported / claims if claims else None, "supported": supported, "claims": claims,
+            "answers_with_claims": sum(1 for g in marked if g["claims"]), "answers": len(marked)}
+
+
 def score_predictions(records: list[dict], scale: tuple[float, float], seed: int = 0) -> dict:
     """Rating metrics with their intervals (kit.report), plus how many prompts were trimmed to fit
     and how many could not fit."""
@@ -225,6 +239,9 @@ def score_predictions(records: list[dict], scale: tuple[float, float], seed: int
         metrics["decode_comparison"] = compare("expected rating", errors["expected"], "greedy rating",
                                                errors["greedy"], seed).as_dict()
         metrics["calibration"] = calibration(records)
+    grounded = grounding_totals(records)
+    if grounded:
+        metrics["grounding"] = grounded
     metrics["prompts_trimmed"] = sum(1 for r in records if r.get("history_dropped"))
     metrics["prompts_too_long"] = sum(1 for r in records if r.get("prompt_too_long") is not None)
     return metrics
@@ -266,6 +283,11 @@ def write_report(out: Path, title: str, model_metrics: dict, baselines: dict[str
             f"Expected vs greedy rating: **{c['outcome']}** (MAE {c['mae_difference']:+.3f} "
             f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}], p={c['p']:.3g}). The prediction above is the recipe's "
             "`evaluation.decode`."]
+    grounded = model_metrics.get("grounding")
+    if grounded and grounded["claims"]:
+        parts += ["", f"Grounded reasons: {grounded['supported']} of {grounded['claims']} claimed aspects and preferences "
+                      f"({grounded['share']:.0%}) occur in the prompt the model was shown ({grounded['answers_with_claims']} "
+                      f"of {grounded['answers']} answers make any claim; rule: kit/grounding.py)."]
     calib = model_metrics.get("calibration")
     if calib:
         reliability_plot(calib, model_metrics["mae_by_true_rating"], out / "calibration.png")

@@ -375,3 +375,13 @@ def reward_breakdown(rewards: Sequence[RecipeReward], completion: Any, **columns
     values = {r.name: float(r.fn([completion], **columns)[0]) for r in rewards}
     total = sum(r.weight * values[r.name] for r in rewards)
     return {"rewards": values, "weights": {r.name: r.weight for r in rewards}, "total": total}
+
+
+def _grounding(completions: Sequence[Any], prompts: Sequence[Any] | None = None, **kwargs: Any) -> list[float]:
+    from kit.grounding import grounding  # it parses answers with this module
+
+    return grounding(completions, prompts, **kwargs)
+
+
+REWARDS["grounding"] = _named(_grounding, "grounding",
+                              "Share (0-1) of the answer's claimed aspects and preferences found in its prompt.")
