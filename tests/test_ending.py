@@ -28,15 +28,21 @@ def paired_tests(after: np.ndarray, earlier: dict[str, np.ndarray], baseline: tu
     return out + [compare("after GRPO", after, f"baseline: {baseline[0]}", baseline[1]).as_dict()]
 
 
+def three_rounds(maes: tuple[float, float, float], n: int, valid_after: int, spread: float) -> dict:
+    """A summary as kit.train writes it: base (no valid answer), primed (all valid), after GRPO,
+    the averages as baselines (item mean at 0.567), and the paired tests on n pairs."""
+    base, primed, after = maes
+    return {"eval_before": m(base, 0, n), "eval_primed": m(primed, n, n), "eval_after": m(after, valid_after, n),
+            "baselines": BASELINES,
+            "comparisons": paired_tests(errors(after, n, spread, 1),
+                                        {"base model": errors(base, n, spread, 2),
+                                         "after format priming": errors(primed, n, spread, 3)},
+                                        ("item mean", errors(0.567, n, spread, 4)))}
+
+
 def test_small_changes_on_16_pairs_are_called_undetectable():
     """The bf16 machine's cpu-demo: 0.663 (base, no valid answer) -> 0.812 primed -> 0.750 after GRPO."""
-    after = errors(0.750, 16, 0.6, 1)
-    summary = {"eval_before": m(0.663, 0), "eval_primed": m(0.812, 16), "eval_after": m(0.750, 16),
-               "baselines": BASELINES,
-               "comparisons": paired_tests(after, {"base model": errors(0.663, 16, 0.6, 2),
-                                                "after format priming": errors(0.812, 16, 0.6, 3)},
-                                        ("item mean", errors(0.567, 16, 0.6, 4)))}
-    text = verdict(summary)
+    text = verdict(three_rounds((0.663, 0.812, 0.750), n=16, valid_after=16, spread=0.6))
     assert text.startswith("Verdict: no detectable change in the rating error: MAE 0.663 (base model) -> 0.750")
     assert "difference +0.087 [" in text and "0/16 valid answers -> 16/16" in text
     assert "its MAE is that of the fallback" in text  # no valid base answer: say what its MAE means
@@ -48,13 +54,7 @@ def test_small_changes_on_16_pairs_are_called_undetectable():
 
 def test_a_large_change_is_called_by_its_name():
     """The float32 EPYC run of the issue (0.688 -> 0.951), here on 64 pairs so that it is detectable."""
-    after = errors(0.951, 64, 0.3, 1)
-    summary = {"eval_before": m(0.663, 0, 64), "eval_primed": m(0.688, 64, 64), "eval_after": m(0.951, 60, 64),
-               "baselines": BASELINES,
-               "comparisons": paired_tests(after, {"base model": errors(0.663, 64, 0.3, 2),
-                                                "after format priming": errors(0.688, 64, 0.3, 3)},
-                                        ("item mean", errors(0.567, 64, 0.3, 4)))}
-    text = verdict(summary)
+    text = verdict(three_rounds((0.663, 0.688, 0.951), n=64, valid_after=60, spread=0.3))
     assert text.startswith("Verdict: training made the rating error worse")
     assert "GRPO: worse (difference +0.263" in text and "the trained model is worse (difference +0.384" in text
 
