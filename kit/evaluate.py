@@ -31,8 +31,8 @@ from kit.config import ConfigError, KitConfig, config_for_run
 from kit.data import FittedPrompt, TaskData, fit_prompt
 from kit.grounding import grounding_summary
 from kit.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
-from kit.report import (calibration, compare, with_ci, comparisons_block, metrics_table, public_metrics, reference_rows,
-                        score_records, scored_predictions, abs_errors)
+from kit.report import (abs_errors, calibration, compare, comparisons_block, metrics_table, public_metrics,
+                        reference_rows, score_records, scored_predictions, with_ci)
 from kit.rewards import STYLES, parse_answer
 
 
