@@ -31,8 +31,8 @@ from kit.config import ConfigError, KitConfig, config_for_run
 from kit.data import FittedPrompt, TaskData, fit_prompt
 from kit.grounding import grounding_summary
 from kit.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
-from kit.report import (abs_errors, calibration, compare, comparisons_block, metrics_table, public_metrics,
-                        reference_rows, score_records, scored_predictions, with_ci)
+from kit.report import (abs_errors, calibration, compare, comparison_line, comparisons_block, metrics_table,
+                        public_metrics, reference_rows, score_records, scored_predictions, with_ci)
 from kit.rewards import STYLES, parse_answer
 
 
@@ -280,9 +280,7 @@ def write_report(out: Path, title: str, model_metrics: dict, baselines: dict[str
         c = model_metrics["decode_comparison"]
         parts += ["", "Decoding (same answers, same pairs): " + "; ".join(
             f"{name} MAE {with_ci(m, 'mae')}, RMSE {with_ci(m, 'rmse')}" for name, m in decodes.items()),
-            f"Expected vs greedy rating: **{c['outcome']}** (MAE {c['mae_difference']:+.3f} "
-            f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}], p={c['p']:.3g}). The prediction above is the recipe's "
-            "`evaluation.decode`."]
+            f"Paired: {comparison_line(c)}. The prediction above is the recipe's `evaluation.decode`."]
     grounded = model_metrics.get("grounding")
     if grounded and grounded["claims"]:
         parts += ["", f"Grounded reasons: {grounded['supported']} of {grounded['claims']} claimed aspects and preferences "

@@ -43,18 +43,25 @@ def abs_errors(truths: Sequence[float], preds: Sequence[float]) -> np.ndarray:
     return np.abs(np.asarray(preds, dtype=float) - np.asarray(truths, dtype=float))
 
 
+def _resampled(values: np.ndarray, seed: int, rounds: int = BOOTSTRAP_ROUNDS) -> np.ndarray:
+    """`rounds` resamples of the pairs' values, with replacement (seeded): one per row."""
+    return values[np.random.default_rng(seed).integers(0, values.size, size=(rounds, values.size))]
+
+
+def _percentiles(stat: np.ndarray, level: float = LEVEL) -> list[float]:
+    tail = (1 - level) / 2 * 100
+    return [float(x) for x in np.percentile(stat, [tail, 100 - tail])]
+
+
 def bootstrap_interval(errors: Sequence[float], seed: int = 0, rounds: int = BOOTSTRAP_ROUNDS,
                        level: float = LEVEL) -> dict[str, list[float]]:
     """Percentile intervals of MAE and RMSE over pairs resampled with replacement (seeded)."""
     e = np.abs(np.asarray(errors, dtype=float))
     if e.size == 0:
         return {"mae_ci": [math.nan, math.nan], "rmse_ci": [math.nan, math.nan]}
-    idx = np.random.default_rng(seed).integers(0, e.size, size=(rounds, e.size))
-    resampled = e[idx]
-    tail = (1 - level) / 2 * 100
-    mae = np.percentile(resampled.mean(axis=1), [tail, 100 - tail])
-    rmse = np.percentile(np.sqrt((resampled ** 2).mean(axis=1)), [tail, 100 - tail])
-    return {"mae_ci": [float(mae[0]), float(mae[1])], "rmse_ci": [float(rmse[0]), float(rmse[1])]}
+    resampled = _resampled(e, seed, rounds)
+    return {"mae_ci": _percentiles(resampled.mean(axis=1), level),
+            "rmse_ci": _percentiles(np.sqrt((resampled ** 2).mean(axis=1)), level)}
 
 
 def with_intervals(metrics: dict, truths: Sequence[float], scored: Sequence[float], seed: int = 0) -> dict:
@@ -90,11 +97,6 @@ class Comparison:
             return "worse"
         return "no detectable difference"
 
-    def sentence(self) -> str:
-        """e.g. 'after GRPO vs item mean: worse, MAE +0.210 [+0.05, +0.37], p=0.012, 64 pairs'."""
-        return (f"{self.a} vs {self.b}: {self.outcome}, MAE {self.delta:+.3f} "
-                f"[{self.ci[0]:+.3f}, {self.ci[1]:+.3f}], p={self.p:.3g}, {self.n} pairs")
-
     def as_dict(self) -> dict[str, Any]:
         return {"a": self.a, "b": self.b, "n": self.n, "mae_difference": self.delta, "ci": list(self.ci),
                 "p": self.p, "outcome": self.outcome}
@@ -119,10 +121,8 @@ def compare(name_a: str, errors_a: Sequence[float], name_b: str, errors_b: Seque
     test = permutation_test((d,), lambda x, axis: np.mean(x, axis=axis), permutation_type="samples",
                             vectorized=True, n_resamples=PERMUTATIONS, alternative="two-sided",
                             random_state=np.random.default_rng(seed))
-    idx = np.random.default_rng(seed).integers(0, d.size, size=(BOOTSTRAP_ROUNDS, d.size))
-    tail = (1 - LEVEL) / 2 * 100
-    lo, hi = np.percentile(d[idx].mean(axis=1), [tail, 100 - tail])
-    return Comparison(name_a, name_b, int(d.size), delta, (float(lo), float(hi)), float(min(1.0, test.pvalue)))
+    lo, hi = _percentiles(_resampled(d, seed).mean(axis=1))
+    return Comparison(name_a, name_b, int(d.size), delta, (lo, hi), float(min(1.0, test.pvalue)))
 
 
 # --------------------------------------------------------------------------- calibration
@@ -263,10 +263,13 @@ def decoding_line(label: str, m: dict) -> str | None:
             f"{with_ci(decodes['expected'], 'mae')}: {c['outcome']} (p={c['p']:.2g})")
 
 
+def comparison_line(c: dict) -> str:
+    """One paired comparison (as `Comparison.as_dict` stores it), e.g. 'after GRPO vs item mean:
+    **worse**, MAE +0.210 [+0.050, +0.370], p=0.012 (64 pairs)'."""
+    return (f"{c['a']} vs {c['b']}: **{c['outcome']}**, MAE {c['mae_difference']:+.3f} "
+            f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}], p={c['p']:.3g} ({c['n']} pairs)")
+
+
 def comparisons_block(comparisons: Sequence[dict]) -> str:
-    """Markdown lines for paired comparisons (as `Comparison.as_dict` stores them)."""
-    lines = []
-    for c in comparisons:
-        lines.append(f"- {c['a']} vs {c['b']}: **{c['outcome']}**, MAE {c['mae_difference']:+.3f} "
-                     f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}], p={c['p']:.3g} ({c['n']} pairs)")
-    return "\n".join(lines)
+    """Markdown list of paired comparisons."""
+    return "\n".join(f"- {comparison_line(c)}" for c in comparisons)

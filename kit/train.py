@@ -406,8 +406,9 @@ def plan_run(cfg: KitConfig, lm, data, out: Path, priming_ds, started: float, co
         priming_steps=0 if priming_ds is None else priming_steps(
             len(priming_ds), cfg.priming.batch_size, cfg.priming.gradient_accumulation_steps, cfg.priming.epochs),
         grpo_steps=cfg.grpo.max_steps)
-    if resume and saved.is_file() and json.loads(saved.read_text()).get("budget_s"):
-        old = json.loads(saved.read_text())["sizes"]  # a budget chose them when the run started: keep them
+    previous = json.loads(saved.read_text()) if resume and saved.is_file() else {}
+    if previous.get("budget_s"):
+        old = previous["sizes"]  # a budget chose them when the run started: keep them
         sizes = Sizes(min(old["eval_pairs"], limits.eval_pairs), limits.eval_rounds,
                       min(old["priming_steps"], limits.priming_steps) if limits.priming_steps else 0,
                       old["grpo_steps"])
@@ -747,10 +748,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    cfg = None
     try:  # a mistyped key is reported before anything heavy is imported
         check_overrides(args.overrides)
         if args.config is not None:
-            load_config(args.config, args.overrides)
+            cfg = load_config(args.config, args.overrides)
     except ConfigError as exc:
         print(f"kit: error: {exc}", file=sys.stderr)
         return 2
@@ -767,7 +769,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kit: no --config given; {'a GPU was found' if has_gpu() else 'no GPU found'}, "
               f"running templates/recipes/{recipe}.yaml")
     try:
-        cfg = load_config(recipe, args.overrides)
+        cfg = cfg or load_config(recipe, args.overrides)
         if args.validate:
             load_recipe_rewards(cfg.rewards)
             print(dump_config(cfg), end="")

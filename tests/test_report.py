@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kit.report import (bootstrap_interval, compare, metrics_table, reference_rows, score_records, scored_predictions,
+from kit.report import (bootstrap_interval, compare, comparison_line, metrics_table, reference_rows, score_records, scored_predictions,
                         summary_table)
 
 
@@ -44,7 +44,7 @@ def test_identical_errors_and_a_handful_of_pairs_are_no_detectable_difference():
     assert five.p == pytest.approx(2 / 32) and five.outcome == "no detectable difference"
     six = compare("a", [0.0] * 6, "b", [1.0] * 6)
     assert six.p == pytest.approx(2 / 64) and six.outcome == "better"
-    assert "a vs b: better, MAE -1.000" in six.sentence()
+    assert "a vs b: **better**, MAE -1.000" in comparison_line(six.as_dict())
     with pytest.raises(ValueError, match="same non-empty pairs"):
         compare("a", [1.0], "b", [1.0, 2.0])
 
