@@ -167,7 +167,7 @@ def prepare(opts: PrepareOptions, log=print) -> dict:
     items = items.join(inter.select("item_id").unique(), on="item_id", how="semi")
 
     if not len(inter):
-        dropped = ", ".join(f"{k} {v}" for k, v in stats.dropped.items() if v) or "none"
+        dropped = _dropped(stats.dropped)
         raise sources.DataError(f"{opts.source}: kept 0 of {rows_read} rows (dropped: {dropped}); nothing written to {out}")
     src = inter.get_column("_src")
     inter = inter.drop("_src")
@@ -188,7 +188,7 @@ def prepare(opts: PrepareOptions, log=print) -> dict:
             if cap is not None and len(splits[name]) > cap:
                 splits[name] = splits[name].sample(n=cap, seed=opts.seed).sort(["timestamp", "user_id"])
         if not sum(len(v) for v in splits.values()):
-            dropped = ", ".join(f"{k} {v}" for k, v in [*stats.dropped.items(), *target_stats.dropped.items()] if v)
+            dropped = _dropped(stats.dropped, target_stats.dropped)
             raise sources.DataError(f"{opts.source}: 0 samples kept from {rows_read} rows (dropped: {dropped}): lower "
                               f"--min-history or --kcore, or widen the filters; nothing written to {out}")
         for name, targets in splits.items():
@@ -215,6 +215,11 @@ def prepare(opts: PrepareOptions, log=print) -> dict:
         f"{result['users']} users, {result['items']} items; samples train {len(splits['train'])} / valid "
         f"{len(splits['valid'])} / test {len(splits['test'])}; wrote {out} in {result['seconds']}s")
     return result
+
+
+def _dropped(*counts: dict[str, int]) -> str:
+    """'reason n, ...' over the non-zero counts, for an error that says why nothing was kept."""
+    return ", ".join(f"{k} {v}" for c in counts for k, v in c.items() if v) or "none"
 
 
 def _write_parquet(path: Path, blocks: Iterable[pl.DataFrame]) -> None:
