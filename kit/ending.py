@@ -52,7 +52,7 @@ def verdict(summary: dict) -> str:
         primed = summary.get("eval_primed")
         c2 = tests.get(ROUND_LABELS["eval_primed"])
         if primed and start_key == "eval_before" and c2:
-            parts.append(f"Format priming alone gave {_valid(primed)} and MAE {primed['mae']:.3f}; against it, "
+            parts.append(f"The SFT (priming) stage alone gave {_valid(primed)} and MAE {primed['mae']:.3f}; against it, "
                          f"GRPO: {c2['outcome']} ({_test(c2)}).")
     else:
         parts.append(f"Verdict: after training, MAE {after['mae']:.3f} with {_valid(after)} "

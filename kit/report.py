@@ -24,7 +24,7 @@ LEVEL = 0.95
 BOOTSTRAP_ROUNDS = 2000
 PERMUTATIONS = 9999
 SIGNIFICANCE = 0.05
-ROUND_LABELS = {"eval_before": "base model", "eval_primed": "after format priming", "eval_after": "after GRPO"}
+ROUND_LABELS = {"eval_before": "base model", "eval_primed": "after SFT", "eval_after": "after GRPO"}
 METRIC_KEYS = ("n", "mae", "rmse", "mae_ci", "rmse_ci", "format_failure_rate", "exact_match", "within_one",
                "valid_mae", "valid_rmse")
 

@@ -122,11 +122,26 @@ def priming_dataset(cfg: KitConfig, lm, data):
 
     p = cfg.priming
     if p.traces:
-        records = read_jsonl(Path(p.traces))
-        return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in records][: p.samples])
+        from kit.traces import as_messages
+
+        records = checked_traces(cfg, data)
+        return Dataset.from_list([{"prompt": r["prompt"], "completion": as_messages(r["completion"])}
+                                  for r in records][: p.samples])
     frame = data.split("train", p.samples, seed=cfg.seed + 1)
     ds, _ = to_prompt_dataset(frame, data, cfg, lm.tokenizer, with_reference=True)
     return ds.select_columns(["prompt", "completion"])
+
+
+def checked_traces(cfg: KitConfig, data) -> list[dict]:
+    """priming.traces, every line checked by the rules kit.traces keeps by (a bad line stops the
+    run before any training, naming the line)."""
+    from kit.traces import TraceError, rating_step, read_traces
+
+    try:
+        return read_traces(cfg.priming.traces, data.scale, cfg.prompt.style,
+                           rating_step(data.splits["train"]["rating"].to_list()))
+    except TraceError as exc:
+        raise ConfigError(f"priming.traces: {exc}") from None
 
 
 def run_priming(cfg: KitConfig, lm, data, out: Path, max_steps: int = -1, callbacks: list | None = None,
@@ -490,6 +505,8 @@ def _run(cfg: KitConfig, rewards, out: Path, ckpt: Path | None, resume: bool, co
     data = load_task_data(cfg)
     say(f"kit: data: {len(data.splits['train'])} train / {len(data.splits['valid'])} valid / "
         f"{len(data.splits['test'])} test samples, scale {data.scale[0]:g}-{data.scale[1]:g}")
+    if cfg.priming.enabled and cfg.priming.traces:
+        say(f"kit: priming on {len(checked_traces(cfg, data))} traces from {cfg.priming.traces}")
     lm = load_model(cfg.model, seed=cfg.seed, device=cfg.device)
     say(f"kit: model {cfg.model.name} on {lm.device} (vLLM: {lm.fast_inference}) ready after "
         f"{time.time() - started:.0f} s")

@@ -36,7 +36,7 @@ def three_rounds(maes: tuple[float, float, float], n: int, valid_after: int, spr
             "baselines": BASELINES,
             "comparisons": paired_tests(errors(after, n, spread, 1),
                                         {"base model": errors(base, n, spread, 2),
-                                         "after format priming": errors(primed, n, spread, 3)},
+                                         "after SFT": errors(primed, n, spread, 3)},
                                         ("item mean", errors(0.567, n, spread, 4)))}
 
 
