@@ -718,8 +718,15 @@ def validation_verdict(cfg: KitConfig, recipe: str) -> tuple[bool, str]:
     train = data.split("train", cfg.data.max_train, seed=cfg.seed)
     evaluation = data.split(cfg.data.eval_split, cfg.evaluation.samples, seed=cfg.seed)
     if cfg.priming.enabled:
-        n = cfg.priming.samples if cfg.priming.traces else min(cfg.priming.samples, len(data.splits["train"]))
-        parts.append(f"priming {_priming_steps(cfg, n)} SFT steps on {n} answers")
+        if cfg.priming.traces:
+            try:
+                n = min(cfg.priming.samples, len(checked_traces(cfg, data)))
+            except ConfigError as exc:
+                return False, f"kit: error: {exc}"
+        else:
+            n = min(cfg.priming.samples, len(data.splits["train"]))
+        parts.append(f"priming {_priming_steps(cfg, n)} SFT steps on {n} "
+                     f"{'traces' if cfg.priming.traces else 'answers'}")
     try:
         from transformers import AutoTokenizer
 

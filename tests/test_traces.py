@@ -324,6 +324,11 @@ def test_recone_sft_on_traces_then_grpo_in_one_run_and_resume_across_the_boundar
     out = tmp_path / "recone"
     common = ["--config", "smoke", f"output_dir={out}", "grpo.save_steps=1", "evaluation.samples=4",
               "priming.epochs=2"]
+    checked = kit_train([*common, f"priming.traces={path}", "--validate"], tiny_model_dir)
+    assert "priming 4 SFT steps on 6 traces" in checked.stdout
+    missing = kit_train([*common, f"priming.traces={tmp_path / 'none.jsonl'}", "--validate"], tiny_model_dir,
+                        check=False)
+    assert missing.returncode == 2 and "make traces with python -m kit.traces" in missing.stderr
     refused = kit_train([*common, f"priming.traces={bad}"], tiny_model_dir, check=False)
     assert refused.returncode == 2 and f"{bad}:3: prompt: holds the revealed rating" in refused.stderr
     assert not (out / "priming").exists()  # stopped before any training
