@@ -245,9 +245,17 @@ class Outcome:
                 "first_rating": first.get("rating") if first.get("reason") in ("ok", "wrong_rating") else None}
 
 
-def _record(ask: Ask, text: str, source: str) -> dict:
-    return {"prompt": ask.messages, "completion": text, "rating": ask.rating, "user_id": ask.user_id,
-            "item_id": ask.item_id, "source": source}
+def answer_only(text: Any, style: str) -> str:
+    """The answer up to its final closing tag: what a teacher wrote after it (the format rule
+    allows it, the prompt asks for none) is not taught to the student."""
+    text, end = completion_text(text), f"</{STYLES[style][-1]}>"
+    cut = text.rfind(end)
+    return (text[:cut + len(end)] if cut >= 0 else text).strip()
+
+
+def _record(ask: Ask, text: str, source: str, style: str) -> dict:
+    return {"prompt": ask.messages, "completion": answer_only(text, style), "rating": ask.rating,
+            "user_id": ask.user_id, "item_id": ask.item_id, "source": source}
 
 
 def _judged(answer: Any, ask: Ask, scale, style, step, stage: str) -> dict:
@@ -267,7 +275,7 @@ def ask_teacher(teacher: Teacher, asks: list[Ask], samples: int, scale: tuple[fl
             judged = _judged(answer, outcome.ask, scale, style, step, "first")
             outcome.answers.append(judged)
             if judged["reason"] == "ok" and outcome.kept is None:
-                outcome.kept, outcome.outcome = _record(outcome.ask, answer, teacher.source), "kept"
+                outcome.kept, outcome.outcome = _record(outcome.ask, answer, teacher.source, style), "kept"
     missed = [o for o in results if o.kept is None]
     for o in missed:
         if all(a["reason"] == "error" for a in o.answers):
@@ -279,7 +287,7 @@ def ask_teacher(teacher: Teacher, asks: list[Ask], samples: int, scale: tuple[fl
             judged = _judged(answers[0], o.ask, scale, style, step, "rationalised")
             o.answers.append(judged)
             if judged["reason"] == "ok":
-                o.kept, o.outcome = _record(o.ask, answers[0], "rationalised"), "rationalised"
+                o.kept, o.outcome = _record(o.ask, answers[0], "rationalised", style), "rationalised"
     return results
 
 

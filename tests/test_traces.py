@@ -99,7 +99,7 @@ class ScriptedTeacher:
         kind = self.order[content] % 4
         wrong = truth - 1 if truth > 1 else truth + 1
         if kind == 0:
-            text = answer(int(truth))
+            text = answer(int(truth)) + "\nHope this helps!"  # after the answer: allowed, not stored
         elif kind == 1:
             text = answer(int(truth)) if hinted else answer(int(wrong))
         elif kind == 2:
@@ -160,6 +160,7 @@ def test_an_openai_teacher_is_kept_rationalised_rejected_retried_and_resumed(smo
             assert t["prompt"] == ask.messages and t["rating"] == ask.rating  # the student's prompt, the truth
             assert REVEAL_MARKER not in json.dumps(t["prompt"])
             assert check_trace(t, data.scale, "reczero", 1.0) == []
+            assert t["completion"].endswith("</rate>") and "Hope this helps" not in t["completion"]
         # the 500 and the 429 were retried (three requests for prompt 3); only the misses were re-asked
         assert [r["prompt"] for r in teacher.requests].count(3) == 3
         assert sorted(r["prompt"] for r in teacher.requests if r["hinted"]) == [1, 2]
