@@ -15,7 +15,7 @@ def test_every_shipped_recipe_validates(recipe):
 
 def test_required_recipes_exist():
     names = {p.stem for p in RECIPES_DIR.glob("*.yaml")}
-    assert {"smoke", "cpu-demo", "gpu-16gb", "gpu-24gb"} <= names
+    assert {"smoke", "cpu-demo", "gpu-16gb", "gpu-24gb", "recone-cpu", "recone-gpu"} <= names
 
 
 def test_overrides_are_typed_and_nested():
