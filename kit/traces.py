@@ -48,6 +48,16 @@ def rating_step(ratings: Iterable[float]) -> Optional[float]:
     return None
 
 
+def data_rating_step(data) -> Optional[float]:
+    """The rounding of a data set's ratings, read from its training split."""
+    return rating_step(data.splits["train"]["rating"].to_list())
+
+
+def pair_key(user_id: Any, item_id: Any) -> str:
+    """One prompt's identity in the traces and the ledger (what resume matches on)."""
+    return f"{user_id}\t{item_id}"
+
+
 def rounded(value: float, step: Optional[float]) -> float:
     return value if step is None else round(value / step) * step
 
@@ -160,7 +170,6 @@ class OpenAITeacher:
     retries: int = 5
     timeout: float = 120.0
     source: str = "teacher"
-    calls: int = 0
 
     def __post_init__(self) -> None:
         from openai import OpenAI
@@ -171,7 +180,6 @@ class OpenAITeacher:
     def _one(self, messages: list[dict]) -> Any:
         import openai
 
-        self.calls += 1
         try:
             reply = self.client.chat.completions.create(model=self.model, messages=messages,
                                                         temperature=self.temperature, max_tokens=self.max_tokens)
@@ -311,7 +319,7 @@ class TraceFiles:
     def done_keys(self) -> set[str]:
         done = {r["key"] for r in read_jsonl(self.ledger) if r.get("outcome") != "error"} if self.ledger.is_file() else set()
         if self.out.is_file():  # a trace written just before a stop, without its ledger line
-            done |= {f"{r.get('user_id')}\t{r.get('item_id')}" for r in read_jsonl(self.out)}
+            done |= {pair_key(r.get("user_id"), r.get("item_id")) for r in read_jsonl(self.out)}
         return done
 
     def write(self, outcomes: list[Outcome]) -> None:
@@ -356,7 +364,7 @@ def training_asks(cfg, data, tokenizer, limit: Optional[int]) -> tuple[list[Ask]
     if limit is not None:
         frame = frame[:limit]
     ds, too_long = to_prompt_dataset(frame, data, cfg, tokenizer)
-    return [Ask(f"{r['user_id']}\t{r['item_id']}", r["prompt"], float(r["rating"]), str(r["user_id"]),
+    return [Ask(pair_key(r["user_id"], r["item_id"]), r["prompt"], float(r["rating"]), str(r["user_id"]),
                 str(r["item_id"])) for r in ds], too_long
 
 
@@ -371,7 +379,7 @@ def make_traces(cfg, data, teacher: Teacher, out: Path | str, tokenizer, limit: 
     files = TraceFiles(Path(out))
     files.out.parent.mkdir(parents=True, exist_ok=True)
     style, scale = cfg.prompt.style, data.scale
-    step = rating_step(data.splits["train"]["rating"].to_list())
+    step = data_rating_step(data)
     settings = {**(settings or {}), "recipe": cfg.name, "samples": samples, "rationalise": rationalise,
                 "scale": list(scale), "rating_step": step, "style": style}
     if files.summary.is_file():
@@ -449,7 +457,7 @@ def _validate_main(argv: list[str]) -> int:
 
         cfg = load_config(args.config)
         data = load_task_data(cfg)
-        scale, style, step = data.scale, cfg.prompt.style, rating_step(data.splits["train"]["rating"].to_list())
+        scale, style, step = data.scale, cfg.prompt.style, data_rating_step(data)
     if args.scale:
         from kit.config import _pair_of_numbers
 

@@ -135,11 +135,11 @@ def priming_dataset(cfg: KitConfig, lm, data):
 def checked_traces(cfg: KitConfig, data) -> list[dict]:
     """priming.traces, every line checked by the rules kit.traces keeps by (a bad line stops the
     run before any training, naming the line)."""
-    from kit.traces import TraceError, rating_step, read_traces
+    from kit.traces import TraceError, data_rating_step, read_traces
 
     try:
         return read_traces(cfg.priming.traces, data.scale, cfg.prompt.style,
-                           rating_step(data.splits["train"]["rating"].to_list()))
+                           data_rating_step(data))
     except TraceError as exc:
         raise ConfigError(f"priming.traces: {exc}") from None
 
