@@ -90,6 +90,9 @@ def run_one(arch: str, device: str, steps: int, recipe: str, work: Path, extra: 
                       "trl_step_time": [round(float(r["step_time"]), 3) for r in rows if "step_time" in r],
                       **summarize_steps(step_seconds(rows), completion_tokens)}
     result["adapter"] = summary["adapter"]
+    for stage in ("priming", "eval_before", "eval_primed", "eval_after"):  # when the overrides turn them on
+        if stage in summary:
+            result[stage] = summary[stage]
     result["trainer_ran_with"] = trainer_settings(out)
     gc.collect()
     if device == "cuda":
