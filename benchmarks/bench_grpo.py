@@ -87,6 +87,7 @@ def _plain_stack_only() -> None:
     the GRPO settings still come from kit.train.grpo_args, the one place that sets them."""
     stub = types.ModuleType("kit.runtime")
     stub.UNSLOTH_ERROR = None
+    stub.BACKEND = "trl"  # kit.model's plain-stack branches
     sys.modules["kit.runtime"] = stub
 
 

@@ -78,7 +78,9 @@ class AppState:
 def build_state(run: str | None = None, config: str | None = None, overrides: list[str] | None = None,
                 data_dir: str | None = None) -> AppState:
     cfg, run_dir = config_for_run(run, config, overrides, data_dir, default_recipe="cpu-demo")
-    import kit.runtime  # noqa: F401  (unsloth before transformers/peft, once the config is known good)
+    from kit.backend import select_backend
+
+    select_backend(cfg.backend)  # unsloth before transformers/peft when it is the backend, once the config is good
 
     adapter = str(run_dir / "adapter") if run_dir and (run_dir / "adapter" / "adapter_config.json").is_file() else None
     return AppState(cfg=cfg, data=load_task_data(cfg), adapter_dir=adapter, rewards=load_recipe_rewards(cfg.rewards),

@@ -44,11 +44,11 @@ def mean_predictions(train: pl.DataFrame, frame: pl.DataFrame) -> dict[str, list
 def baseline_predictions(train: pl.DataFrame, frame: pl.DataFrame, scale: tuple[float, float],
                          seed: int = 0, fitted: bool = True) -> dict[str, list[float]]:
     """Predictions of each baseline for the rows of `frame` (fitted: add BaselineOnly and SVD)."""
+    out = mean_predictions(train, frame)
+    if not fitted:  # the run summary's path: no scikit-surprise needed
+        return out
     from surprise import SVD, BaselineOnly
 
-    out = mean_predictions(train, frame)
-    if not fitted:
-        return out
     return {
         **out,
         "user+item bias (BaselineOnly)": _surprise_predictions(

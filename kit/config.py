@@ -247,6 +247,10 @@ class GRPOSettings(_Strict):
     save_steps: int = Field(50, ge=1)
     save_total_limit: int = Field(2, ge=1)
     log_completions_every: int = Field(10, ge=1, description="print sample completions every N steps")
+    vllm_mode: Literal["colocate", "server"] = Field(
+        "colocate", description="backend=trl with vLLM: 'colocate' (an engine inside each training process) or "
+                                "'server' (`trl vllm-serve` on GPUs of its own, at vllm_server_url)")
+    vllm_server_url: str = Field("http://localhost:8000", description="backend=trl, vllm_mode=server: the server")
 
     @model_validator(mode="after")
     def _divides(self):
@@ -307,6 +311,10 @@ class KitConfig(_Strict):
     output_dir: str = "runs/run"
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    backend: Literal["unsloth", "trl"] = Field(
+        "unsloth", description="'unsloth': one GPU or a CPU, Unsloth's loader and kernels; 'trl': plain "
+                               "transformers + peft (+ bitsandbytes for 4-bit) under `accelerate launch`, any number "
+                               "of processes, no unsloth import (see README, 'More than one GPU')")
     data: DataConfig = DataConfig()
     rating_scale: Optional[ScaleConfig] = Field(
         None, description="only a check: the run stops when the data's scale differs (None: take the data's)")

@@ -388,7 +388,9 @@ def evaluate_main(args: argparse.Namespace) -> int:
         raise ConfigError("--out DIR is needed when no --run is given")
     out.mkdir(parents=True, exist_ok=True)
 
-    import kit.runtime  # noqa: F401
+    from kit.backend import select_backend
+
+    select_backend(cfg.backend)  # the run's stack (unsloth first when it is the backend)
     from kit.model import load_adapter
     from kit.stage_cache import describe, differences, model_dtype
 

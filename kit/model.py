@@ -1,4 +1,7 @@
-"""The one place that knows Unsloth, vLLM and `generate`.
+"""The one place that knows Unsloth, peft, vLLM and `generate`.
+
+Two backends (kit.backend): `unsloth` loads through FastLanguageModel; `trl` through plain
+transformers + peft (kit.trl_backend), for several processes under accelerate.
 
 Faces ask for "a model with LoRA", "a model with this adapter" and "answers for these
 prompts". Unsloth is imported first (it patches trl/transformers/peft); without a GPU
@@ -112,6 +115,10 @@ def _dtype(name: str):
 
 
 def _want_vllm(cfg: ModelConfig) -> bool:
+    """Whether kit's own generation runs on a vLLM engine in this process (the unsloth backend;
+    with backend=trl vLLM serves TRL's training only, see `trl_vllm`)."""
+    if kit.runtime.BACKEND == "trl":
+        return False
     available = has_gpu() and importlib.util.find_spec("vllm") is not None
     if cfg.fast_inference == "on" and not available:
         raise ConfigError("model.fast_inference=on needs a CUDA GPU and vLLM (pip install -e '.[gpu]'); "
@@ -121,6 +128,16 @@ def _want_vllm(cfg: ModelConfig) -> bool:
         raise ConfigError("model.load_in_4bit with vLLM needs the package vllm-bnb-plugin (vLLM >= 0.28 moved "
                           "bitsandbytes out of tree): pip install -e '.[gpu]', or set model.fast_inference=off")
     return fast
+
+
+def trl_vllm(cfg: ModelConfig) -> bool:
+    """backend=trl: whether TRL generates its GRPO rollouts with vLLM (model.fast_inference: on,
+    or auto where a GPU and vLLM exist); the mode and server come from grpo.vllm_mode / _url."""
+    available = has_gpu() and importlib.util.find_spec("vllm") is not None
+    if cfg.fast_inference == "on" and not available:
+        raise ConfigError("model.fast_inference=on needs a CUDA GPU and vLLM (pip install -e '.[gpu]'); "
+                          "use model.fast_inference=auto to fall back to transformers generate")
+    return cfg.fast_inference == "on" or (cfg.fast_inference == "auto" and available)
 
 
 def _key(cfg: ModelConfig, source: str, device: str, fast: bool) -> tuple:
@@ -141,14 +158,19 @@ def _shared_base(cfg: ModelConfig, device: str = "auto") -> _Shared:
         raise ConfigError(f"a vLLM engine for {engines[0].source} already holds its share of the GPU in this process, "
                           f"and {cfg.name} with these model settings would start a second one (engines are never "
                           "freed): use the same model settings, or restart the process / runtime")
-    from unsloth import FastLanguageModel
+    if kit.runtime.BACKEND == "trl":
+        from kit.trl_backend import load_base
 
-    kwargs: dict[str, Any] = dict(model_name=source, max_seq_length=cfg.max_seq_length,
-                                  load_in_4bit=cfg.load_in_4bit, dtype=_dtype(cfg.dtype))
-    if fast:
-        kwargs.update(fast_inference=True, max_lora_rank=cfg.max_lora_rank,
-                      gpu_memory_utilization=cfg.gpu_memory_utilization)
-    model, tokenizer = FastLanguageModel.from_pretrained(**kwargs)
+        model, tokenizer = load_base(source, cfg, _dtype(cfg.dtype), resolved)
+    else:
+        from unsloth import FastLanguageModel
+
+        kwargs: dict[str, Any] = dict(model_name=source, max_seq_length=cfg.max_seq_length,
+                                      load_in_4bit=cfg.load_in_4bit, dtype=_dtype(cfg.dtype))
+        if fast:
+            kwargs.update(fast_inference=True, max_lora_rank=cfg.max_lora_rank,
+                          gpu_memory_utilization=cfg.gpu_memory_utilization)
+        model, tokenizer = FastLanguageModel.from_pretrained(**kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.clean_up_tokenization_spaces = False  # a WordPiece clean-up; on BPE it only warns (or corrupts)
@@ -164,12 +186,18 @@ def load_model(cfg: ModelConfig, seed: int = 0, lora: bool = True, device: str =
     if not lora:
         return LoadedModel(shared)
     from peft import PeftModel
-    from unsloth import FastLanguageModel
 
     base = shared.model
     if isinstance(base, PeftModel):
         base = base.unload()  # the bare base again (LoRA layers removed, nothing merged)
         shared.saved.clear()
+    if kit.runtime.BACKEND == "trl":
+        from kit.trl_backend import add_lora
+
+        shared.model = add_lora(base, cfg.lora, cfg.load_in_4bit, cfg.gradient_checkpointing, seed)
+        return LoadedModel(shared, live_adapter=True)
+    from unsloth import FastLanguageModel
+
     shared.model = FastLanguageModel.get_peft_model(
         base, r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
         target_modules=list(cfg.lora.target_modules), bias="none",
@@ -423,3 +451,53 @@ def _generate_hf(loaded, prompts, max_new_tokens, temperature, top_p, batch_size
         new = ids[:, enc["input_ids"].shape[1]:]
         out += tok.batch_decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)
     return out
+
+
+# --------------------------------------------------------------------------- adapters and trainers
+
+def trainer_flags(cfg: ModelConfig) -> dict:
+    """The device, precision and backend flags of a TRL trainer on this machine. Unsloth sets
+    gradient checkpointing on the model itself; with backend=trl the trainer does."""
+    from kit.processes import world_size
+
+    flags: dict[str, Any] = {}
+    if kit.runtime.BACKEND == "trl":
+        flags = {"gradient_checkpointing": cfg.gradient_checkpointing,
+                 "gradient_checkpointing_kwargs": {"use_reentrant": False}}
+        if world_size() > 1:  # every LoRA weight gets a gradient: DDP need not search for unused ones
+            flags["ddp_find_unused_parameters"] = False
+    if not has_gpu():
+        return {**flags, "use_cpu": True, "bf16": False, "fp16": False}
+    import torch
+
+    bf16 = torch.cuda.is_bf16_supported()
+    return {**flags, "bf16": bf16, "fp16": not bf16}
+
+
+def save_adapter(lm: LoadedModel, path: Path) -> None:
+    """Save LoRA + tokenizer atomically (a temp folder renamed into place)."""
+    import shutil
+
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    lm.model.save_pretrained(str(tmp))
+    lm.tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+
+
+def reload_adapter_weights(model, adapter_dir: Path) -> None:
+    """Put a saved adapter's weights into the adapter being trained (resuming after priming)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(str(Path(adapter_dir) / "adapter_model.safetensors")))
+
+
+def lora_nonzero(adapter_dir: Path) -> tuple[int, int]:
+    """(non-zero lora_B tensors, lora_B tensors): lora_B starts at zero, so a trained adapter has some."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(Path(adapter_dir) / "adapter_model.safetensors"))
+    b = [t for k, t in tensors.items() if "lora_B" in k]
+    return sum(int(t.abs().sum() > 0) for t in b), len(b)

@@ -57,8 +57,9 @@ class Console:
     """The run's two outputs: the console (few lines, bars) and train.log (everything)."""
 
     def __init__(self, verbose: bool = False, say: Callable[[str], None] | None = None,
-                 out: TextIO | None = None, err: TextIO | None = None):
+                 out: TextIO | None = None, err: TextIO | None = None, silent: bool = False):
         self.verbose = verbose
+        self.silent = silent  # a run's other processes: the main one speaks for them
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self._say = say
@@ -69,6 +70,8 @@ class Console:
     # ----------------------------------------------------------------- lines
     def say(self, message: str) -> None:
         """A line for the person running it (and for the log)."""
+        if self.silent:
+            return
         if self._say is not None:
             self._say(message)
         else:
@@ -77,7 +80,7 @@ class Console:
 
     def detail(self, message: str) -> None:
         """A line for the log (and for the console with --verbose)."""
-        if self.verbose:
+        if self.verbose and not self.silent:
             print(message, file=self.out, flush=True)
         self.to_log(message)
 
@@ -149,7 +152,7 @@ class Console:
 
         interactive = hasattr(self.err, "isatty") and self.err.isatty()
         return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self.err, leave=True,
-                    disable=self.verbose, dynamic_ncols=True, mininterval=1.0 if interactive else 30.0,
+                    disable=self.verbose or self.silent, dynamic_ncols=True, mininterval=1.0 if interactive else 30.0,
                     bar_format="{desc}: {n_fmt}/{total_fmt} {unit}s [{elapsed}<{remaining}]{postfix}")
 
 

@@ -1,5 +1,7 @@
 """Import Unsloth before trl/transformers/peft (it patches them), and keep its noise down.
 
+With the `trl` backend (kit.backend) Unsloth is not imported at all.
+
 Every module that touches the model stack imports this first. Known third-party noise is
 silenced here, at its source and by its exact text, so that nothing else (errors included)
 is hidden (see KNOWN_NOISE for each message and why it is harmless).
@@ -41,12 +43,16 @@ warnings.filterwarnings("ignore", message=".*register_constant.*")
 import contextlib  # noqa: E402
 import sys  # noqa: E402
 
-try:
-    with contextlib.redirect_stdout(sys.stderr):  # its banner is a log line: keep stdout for results
-        import unsloth  # noqa: F401
-    UNSLOTH_ERROR: Exception | None = None
-except Exception as exc:  # reported by kit.versions.check_versions with the fix
-    UNSLOTH_ERROR = exc
+from kit.backend import requested_backend  # noqa: E402
+
+BACKEND = requested_backend()  # fixed for the process: kit.backend.select_backend sets it before this import
+UNSLOTH_ERROR: Exception | None = None
+if BACKEND == "unsloth":
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # its banner is a log line: keep stdout for results
+            import unsloth  # noqa: F401
+    except Exception as exc:  # reported by kit.versions.check_versions with the fix
+        UNSLOTH_ERROR = exc
 
 
 def available_cores() -> int:
@@ -57,11 +63,12 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def use_all_cores() -> int:
-    """Let torch use every core this process may run on; returns the thread count."""
+def use_all_cores(processes: int = 1) -> int:
+    """Let torch use every core this process may run on, shared evenly among `processes` on this
+    machine (more threads than cores only slows each of them); returns the thread count."""
     import torch
 
-    n = available_cores()
+    n = max(1, available_cores() // max(1, processes))
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n

@@ -525,7 +525,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
         if args.adapter and not (Path(args.adapter) / "adapter_config.json").is_file():
             raise TraceError(f"--adapter {args.adapter}: no LoRA adapter there (adapter_config.json is missing)")
-        import kit.runtime  # noqa: F401  (unsloth before trl/transformers/peft)
+        from kit.backend import select_backend
+
+        select_backend(cfg.backend)  # unsloth before trl/transformers/peft when it is the backend
         from kit.data import load_task_data
 
         data = load_task_data(cfg)

@@ -15,7 +15,6 @@ STARTED = time.time()  # a time budget counts from here: the heavy imports below
 import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Callable  # noqa: E402
@@ -25,6 +24,7 @@ from kit import stage_cache  # noqa: E402
 from kit.config import ConfigError, KitConfig, check_overrides, dump_config, load_config  # noqa: E402
 from kit.data import to_prompt_dataset  # noqa: E402
 from kit.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl  # noqa: E402
+from kit.processes import gather, is_main, local_world_size, wait_for_everyone, world_size  # noqa: E402
 from kit.progress import Console, drop_default_bars, format_duration, trainer_progress  # noqa: E402
 from kit.rewards import RewardError, load_recipe_rewards  # noqa: E402
 
@@ -40,7 +40,7 @@ def metrics_callback(path: Path, phase: str):
 
     class MetricsToJsonl(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs:
+            if logs and state.is_world_process_zero:  # one line per step, not one per process
                 append_jsonl(path, {"phase": phase, "step": state.global_step, "time": round(time.time(), 3),
                                     **{k: v for k, v in logs.items() if isinstance(v, (int, float, str))}})
 
@@ -58,6 +58,7 @@ class RewardWatch:
         self.weights = weights
         self.last_step = -1
         self.valid_share: float | None = None
+        self.seen: set[tuple[str, str]] = set()  # the (user, item) prompts this process was given
 
     def wrapped(self) -> list[Callable]:
         if not self.rewards:
@@ -77,12 +78,13 @@ class RewardWatch:
 
         if not completions:
             return
+        self.seen.update(zip(map(str, kwargs.get("user_id", [])), map(str, kwargs.get("item_id", []))))
         scales = _scales(kwargs, len(completions))
         valid = [parse_answer(c, scale, self.style).valid for c, scale in zip(completions, scales)]
         self.valid_share = sum(valid) / len(valid)
         state = kwargs.get("trainer_state")
         step = getattr(state, "global_step", None)
-        if step is None or step % self.every or step == self.last_step:
+        if step is None or step % self.every or step == self.last_step or not is_main():
             return
         self.last_step = step
         one = {k: (v[:1] if isinstance(v, list) else v) for k, v in kwargs.items() if k != "trainer_state"}
@@ -104,17 +106,6 @@ def with_completion_log(rewards: list[Callable], every: int, path: Path, out=pri
 
 
 # --------------------------------------------------------------------------- phases
-
-def _device_flags() -> dict:
-    from kit.model import has_gpu
-
-    if not has_gpu():
-        return {"use_cpu": True, "bf16": False, "fp16": False}
-    import torch
-
-    bf16 = torch.cuda.is_bf16_supported()
-    return {"bf16": bf16, "fp16": not bf16}
-
 
 def priming_dataset(cfg: KitConfig, lm, data):
     """The priming examples: `priming.traces`, or the synthetic catalog's reference answers."""
@@ -150,6 +141,8 @@ def run_priming(cfg: KitConfig, lm, data, out: Path, max_steps: int = -1, callba
     cuts the recipe's epochs short (a time budget), -1 keeps them."""
     from trl import SFTConfig, SFTTrainer
 
+    from kit.model import trainer_flags
+
     p = cfg.priming
     ds = priming_dataset(cfg, lm, data)
     args = SFTConfig(
@@ -158,31 +151,42 @@ def run_priming(cfg: KitConfig, lm, data, out: Path, max_steps: int = -1, callba
         gradient_accumulation_steps=p.gradient_accumulation_steps, learning_rate=p.learning_rate,
         lr_scheduler_type="linear", warmup_steps=0, logging_steps=max(1, cfg.grpo.logging_steps),
         save_strategy="no", report_to=[], seed=cfg.seed, max_length=cfg.model.max_seq_length,
-        completion_only_loss=True, dataset_num_proc=1, **_device_flags())
+        completion_only_loss=True, dataset_num_proc=1, **trainer_flags(cfg.model))
     trainer = SFTTrainer(model=lm.model, args=args, train_dataset=ds, processing_class=lm.tokenizer,
                          callbacks=[metrics_callback(out / "metrics.jsonl", "priming"), *(callbacks or [])])
     if quiet:
         drop_default_bars(trainer)
     t0 = time.time()
     result = trainer.train()
-    lm.model.save_pretrained(str(out / "priming" / "adapter"))
+    if is_main():
+        lm.model.save_pretrained(str(out / "priming" / "adapter"))
+    wait_for_everyone()
     return {"steps": result.global_step, "train_loss": result.training_loss, "seconds": round(time.time() - t0, 1),
             "samples": len(ds)}
 
 
 def grpo_args(cfg: KitConfig, out: Path, use_vllm: bool, max_steps: int | None = None):
     """Every GRPO setting the kit relies on, set explicitly (Unsloth changes some defaults).
-    `max_steps` (a time budget's) replaces grpo.max_steps."""
+    `max_steps` (a time budget's) replaces grpo.max_steps. With several processes each one
+    generates what one process alone would (TRL's generation batch counts all of them)."""
     from trl import GRPOConfig
 
+    from kit.backend import current_backend
+    from kit.model import trainer_flags
+
     g = cfg.grpo
+    vllm: dict[str, Any] = {}
+    if use_vllm:
+        mode = g.vllm_mode if current_backend() == "trl" else "colocate"
+        vllm = {"vllm_mode": mode, **({"vllm_server_base_url": g.vllm_server_url} if mode == "server" else {})}
     return GRPOConfig(
         output_dir=str(out / "checkpoints"), max_steps=max_steps or g.max_steps, learning_rate=g.learning_rate,
         lr_scheduler_type=g.lr_scheduler_type, warmup_steps=g.warmup_steps, weight_decay=g.weight_decay,
         max_grad_norm=g.max_grad_norm, optim=g.optim, adam_beta1=0.9, adam_beta2=0.99,
         per_device_train_batch_size=g.per_device_train_batch_size,
         gradient_accumulation_steps=g.gradient_accumulation_steps,
-        generation_batch_size=g.generation_batch_size or g.per_device_train_batch_size * g.gradient_accumulation_steps,
+        generation_batch_size=world_size() * (g.generation_batch_size
+                                              or g.per_device_train_batch_size * g.gradient_accumulation_steps),
         num_generations=g.num_generations, max_completion_length=g.max_completion_length,
         temperature=g.temperature, top_p=g.top_p, top_k=0, repetition_penalty=1.0,
         beta=g.beta, epsilon=g.epsilon, epsilon_high=g.epsilon if g.epsilon_high is None else g.epsilon_high,
@@ -192,24 +196,8 @@ def grpo_args(cfg: KitConfig, out: Path, use_vllm: bool, max_steps: int | None =
         reward_weights=[r.weight for r in cfg.rewards], shuffle_dataset=True, seed=cfg.seed, data_seed=cfg.seed,
         logging_steps=g.logging_steps, save_strategy="steps", save_steps=g.save_steps,
         save_total_limit=g.save_total_limit, report_to=[], log_completions=False,
-        remove_unused_columns=False, use_vllm=use_vllm, **({"vllm_mode": "colocate"} if use_vllm else {}),
-        **_device_flags())
-
-
-def _reload_adapter_weights(model, adapter_dir: Path) -> None:
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    set_peft_model_state_dict(model, load_file(str(adapter_dir / "adapter_model.safetensors")))
-
-
-def lora_nonzero(adapter_dir: Path) -> tuple[int, int]:
-    """(non-zero lora_B tensors, lora_B tensors): lora_B starts at zero, so a trained adapter has some."""
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(adapter_dir / "adapter_model.safetensors"))
-    b = [t for k, t in tensors.items() if "lora_B" in k]
-    return sum(int(t.abs().sum() > 0) for t in b), len(b)
+        remove_unused_columns=False, use_vllm=use_vllm, **vllm,
+        **trainer_flags(cfg.model))
 
 
 def last_checkpoint(out: Path) -> Path | None:
@@ -368,6 +356,9 @@ def grpo_trainer(cfg: KitConfig, lm, data, out: Path, rewards: list[Callable], m
     that follows its completions. Prompts over prompt.max_prompt_tokens are dropped (said)."""
     from trl import GRPOTrainer
 
+    from kit.backend import current_backend
+    from kit.model import trl_vllm
+
     train_frame = data.split("train", cfg.data.max_train, seed=cfg.seed)
     train_ds, too_long = to_prompt_dataset(train_frame, data, cfg, lm.tokenizer)
     if too_long:
@@ -377,7 +368,8 @@ def grpo_trainer(cfg: KitConfig, lm, data, out: Path, rewards: list[Callable], m
     watch = RewardWatch(rewards, cfg.grpo.log_completions_every, out / "completions.jsonl", detail, cfg.prompt.style,
                         weights=[r.weight for r in cfg.rewards])
     trainer = GRPOTrainer(model=lm.model, processing_class=lm.tokenizer, reward_funcs=watch.wrapped(),
-                          args=grpo_args(cfg, out, lm.fast_inference, max_steps), train_dataset=train_ds,
+                          args=grpo_args(cfg, out, lm.fast_inference if current_backend() == "unsloth"
+                                         else trl_vllm(cfg.model), max_steps), train_dataset=train_ds,
                           callbacks=[metrics_callback(out / "metrics.jsonl", "grpo"), *(callbacks or [])])
     return trainer, watch
 
@@ -462,22 +454,35 @@ def run(cfg: KitConfig, resume: bool = False, log: Callable[[str], None] | None 
         started: float | None = None) -> dict:
     """Train and evaluate as the recipe says (see the module doc); returns the summary.
     Quiet by default: one bar per stage, the rest in OUTPUT_DIR/train.log (`verbose`: all on the console)."""
+    from kit.backend import select_backend
+
+    started = time.time() if started is None else started
+    main = is_main()
+    console = Console(verbose=verbose, say=log, silent=not main)
+    select_backend(cfg.backend)  # unsloth (when it is the backend) before trl/transformers/peft
     from kit.model import has_gpu
     from kit.precision import resolve_precision
     from kit.runtime import use_all_cores
-
-    started = time.time() if started is None else started
-    console = Console(verbose=verbose, say=log)
-    import kit.runtime  # noqa: F401  (unsloth before trl/transformers/peft)
+    if world_size() > 1 and cfg.backend != "trl":
+        raise ConfigError(f"{world_size()} processes, but backend={cfg.backend} runs on one: set backend=trl "
+                          "(or start one process: python -m kit.train)")
+    if world_size() > 1 and cfg.budget.minutes:
+        raise ConfigError("budget.minutes sizes a run by timing one process: set budget.minutes=null with "
+                          "several processes")
 
     rewards = [r.fn for r in load_recipe_rewards(cfg.rewards)]  # checked (kwargs too) before anything is written
     on_gpu = has_gpu()
     precision = resolve_precision(cfg.model.dtype, on_gpu)
-    threads = None if on_gpu else use_all_cores()
+    threads = None if on_gpu else use_all_cores(processes=local_world_size())
     cfg.resolved = {"device": "cuda" if on_gpu else "cpu", "dtype": precision.dtype,
-                    "dtype_reason": precision.reason, **({"cpu_threads": threads} if threads else {})}
-    out, ckpt = prepare_output_dir(cfg, resume, console.say)
-    console.open_log(out / "train.log")
+                    "dtype_reason": precision.reason, **({"cpu_threads": threads} if threads else {}),
+                    "backend": cfg.backend, "processes": world_size()}
+    if main:
+        out, ckpt = prepare_output_dir(cfg, resume, console.say)
+        console.open_log(out / "train.log")
+    wait_for_everyone()  # the others read the folder the main process prepared
+    if not main:
+        out, ckpt = Path(cfg.output_dir), (last_checkpoint(Path(cfg.output_dir)) if resume else None)
     try:
         with console.libraries():
             return _run(cfg, rewards, out, ckpt, resume, console, precision, started)
@@ -493,7 +498,7 @@ def _run(cfg: KitConfig, rewards, out: Path, ckpt: Path | None, resume: bool, co
     import torch
 
     from kit.data import load_task_data
-    from kit.model import load_model
+    from kit.model import load_model, lora_nonzero, reload_adapter_weights, save_adapter
 
     say = console.say
     random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
@@ -502,7 +507,12 @@ def _run(cfg: KitConfig, rewards, out: Path, ckpt: Path | None, resume: bool, co
     say(f"kit: precision {precision.dtype}: {precision.reason}" + (f"; {threads} CPU threads" if threads else ""))
     if precision.warning:
         say(f"kit: WARNING: {precision.warning}")
-    data = load_task_data(cfg)
+    if world_size() > 1:
+        say(f"kit: backend {cfg.backend}, {world_size()} processes: each trains on its own share of the prompts; "
+            "the main one writes the run folder and evaluates")
+    data = load_task_data(cfg) if is_main() else None  # the main process downloads / prepares, once
+    wait_for_everyone()
+    data = data or load_task_data(cfg)
     say(f"kit: data: {len(data.splits['train'])} train / {len(data.splits['valid'])} valid / "
         f"{len(data.splits['test'])} test samples, scale {data.scale[0]:g}-{data.scale[1]:g}")
     if cfg.priming.enabled and cfg.priming.traces:
@@ -511,7 +521,8 @@ def _run(cfg: KitConfig, rewards, out: Path, ckpt: Path | None, resume: bool, co
     say(f"kit: model {cfg.model.name} on {lm.device} (vLLM: {lm.fast_inference}) ready after "
         f"{time.time() - started:.0f} s")
     summary: dict[str, Any] = {"name": cfg.name, "model": cfg.model.name, "device": lm.device,
-                               "precision": precision.as_dict()}
+                               "precision": precision.as_dict(), "backend": cfg.backend,
+                               "processes": world_size()}
 
     priming_adapter = out / "priming" / "adapter"
     priming_made_by = stage_cache.priming_settings(cfg, stage_cache.model_dtype(lm.model, cfg.model.dtype), data.scale)
@@ -526,14 +537,19 @@ def _run(cfg: KitConfig, rewards, out: Path, ckpt: Path | None, resume: bool, co
     for line in plan.describe():
         say(line)
     timeline = Timeline(plan, started)
-    atomic_write_json(out / "plan.json", {**plan.as_dict(), "measured": figures})
+    if is_main():
+        atomic_write_json(out / "plan.json", {**plan.as_dict(), "measured": figures})
     summary["plan"] = {**plan.as_dict(), "measured": figures}
     frame = eval_frame(data, cfg, plan.sizes.eval_pairs) if cfg.evaluation.enabled else None
 
-    def evaluate(name: str, known_answers: dict | None = None) -> dict:
-        timeline.begin(f"eval_{name}")
-        metrics = _evaluate(cfg, lm, data, out, name, frame, known_answers, console)
-        timeline.end(f"eval_{name}")
+    def evaluate(name: str, known_answers: dict | None = None) -> dict | None:
+        """A round on the main process (the others wait; None there)."""
+        metrics = None
+        if is_main():
+            timeline.begin(f"eval_{name}")
+            metrics = _evaluate(cfg, lm, data, out, name, frame, known_answers, console)
+            timeline.end(f"eval_{name}")
+        wait_for_everyone()
         return metrics
 
     if cfg.evaluation.enabled and cfg.evaluation.before_training:
@@ -541,13 +557,14 @@ def _run(cfg: KitConfig, rewards, out: Path, ckpt: Path | None, resume: bool, co
 
     if cfg.priming.enabled:
         if priming_done:
-            _reload_adapter_weights(lm.model, priming_adapter)  # a resumed checkpoint's weights replace these
+            reload_adapter_weights(lm.model, priming_adapter)  # a resumed checkpoint's weights replace these
             lm.adapter_dir = str(priming_adapter)
             say("kit: format priming already done with these settings, reusing it")
         else:
             if priming_adapter.exists():
                 say(f"kit: note: {priming_adapter} is not reused ({priming_why}); recomputing")
-            stage_cache.forget(priming_adapter)
+            if is_main():
+                stage_cache.forget(priming_adapter)
             steps = plan.sizes.priming_steps
             timeline.begin("priming")
             bar = console.bar("format priming", steps, "step")
@@ -558,7 +575,8 @@ def _run(cfg: KitConfig, rewards, out: Path, ckpt: Path | None, resume: bool, co
                                              callbacks, quiet=not console.verbose)
             bar.close()
             timeline.end("priming")
-            stage_cache.remember(priming_adapter, priming_made_by)
+            if is_main():
+                stage_cache.remember(priming_adapter, priming_made_by)
             lm.adapter_dir = str(priming_adapter)  # vLLM generation applies the saved LoRA per request
             say(f"kit: format priming: {summary['priming']['steps']} steps in "
                 f"{format_duration(summary['priming']['seconds'])}, loss {summary['priming']['train_loss']:.3f}")
@@ -593,7 +611,15 @@ def _run(cfg: KitConfig, rewards, out: Path, ckpt: Path | None, resume: bool, co
     say(f"kit: GRPO: {result.global_step} steps in {format_duration(summary['grpo']['seconds'])} "
         f"({summary['grpo']['seconds_per_step']:.1f} s per step)")
 
-    save_adapter(lm, out / "adapter")
+    seen = gather(sorted(watch.seen))  # every process takes part in this
+    if len(seen) > 1:
+        summary["prompts_per_process"] = [len(x) for x in seen]
+        summary["prompts_in_several_processes"] = len(set.intersection(*map(set, seen)))
+        say(f"kit: prompts trained on per process: {summary['prompts_per_process']} "
+            f"({summary['prompts_in_several_processes']} seen by all)")
+    if is_main():
+        save_adapter(lm, out / "adapter")
+    wait_for_everyone()
     lm.adapter_dir = str(out / "adapter")  # vLLM generation applies the saved LoRA per request
     nonzero, total = lora_nonzero(out / "adapter")
     summary["adapter"] = {"path": str(out / "adapter"), "lora_B_nonzero": nonzero, "lora_B_total": total}
@@ -602,6 +628,9 @@ def _run(cfg: KitConfig, rewards, out: Path, ckpt: Path | None, resume: bool, co
 
     if cfg.evaluation.enabled:
         summary["eval_after"] = evaluate("after")
+    if not is_main():
+        return summary
+    if cfg.evaluation.enabled:
         summary.update(reference_summary(data, frame, out, cfg.seed, [k for k in ("eval_before", "eval_primed")
                                                                        if summary.get(k)]))
     summary["stages_s"] = timeline.actual
@@ -643,18 +672,6 @@ def _ending(cfg: KitConfig, summary: dict, out: Path, console: Console, figures:
         say(line)
     if console.library_warnings:
         say(f"kit: {console.library_warnings} library warning(s) went to {out / 'train.log'} (--verbose shows them)")
-
-
-def save_adapter(lm, path: Path) -> None:
-    """Save LoRA + tokenizer atomically (a temp folder renamed into place)."""
-    import shutil
-
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    lm.model.save_pretrained(str(tmp))
-    lm.tokenizer.save_pretrained(str(tmp))
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
 
 
 def reference_summary(data, frame, out: Path, seed: int, earlier: list[str]) -> dict:
@@ -782,7 +799,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from kit.versions import check_versions
 
-    import kit.runtime  # noqa: F401  (unsloth before trl/transformers/peft, once the config is known good)
+    from kit.backend import requested_backend, select_backend
+
+    try:  # unsloth before trl/transformers/peft when it is the backend, once the config is known good
+        select_backend(cfg.backend if cfg is not None else requested_backend())
+    except ConfigError as exc:
+        print(f"kit: error: {exc}", file=sys.stderr)
+        return 2
 
     check_versions(warn=lambda m: print(m, file=sys.stderr))
     recipe = args.config

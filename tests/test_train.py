@@ -82,7 +82,7 @@ def test_grpo_moves_lora_and_the_adapter_reloads(tmp_path, tiny_model_dir):
     from kit.config import load_config
     from kit.model import adapter_context, generate, load_adapter
     from kit.prompts import render_chat
-    from kit.train import lora_nonzero
+    from kit.model import lora_nonzero
 
     out = tmp_path / "grpo"
     kit_train(["--config", "smoke", f"output_dir={out}", "grpo.max_steps=3", *GRPO_ONLY], tiny_model_dir)
