@@ -47,10 +47,15 @@ def check_overrides(arch: str, folder: Path, out: Path, steps: int, tiny: bool) 
 def run_one(arch: str, device: str, steps: int, recipe: str, work: Path, extra: list[str], pack: Path | None,
             gen_tokens: int, tiny: bool = False) -> dict[str, Any]:
     """Build, train, save, reload, generate; everything measured. Runs in the calling process."""
-    import kit.runtime  # noqa: F401  (unsloth first)
+    from kit.backend import select_backend
+    from kit.config import load_config
+
+    folder = work / "models" / arch
+    out = work / "runs" / arch
+    cfg = load_config(recipe, check_overrides(arch, folder, out, steps, tiny) + extra)
+    select_backend(cfg.backend)  # unsloth first, when it is the backend
     import torch
 
-    from kit.config import load_config
     from kit.data import count_prompt_tokens, load_task_data, sample_messages
     from kit.model import generate, has_gpu, load_adapter
     from kit.prompts import render_chat
@@ -58,16 +63,14 @@ def run_one(arch: str, device: str, steps: int, recipe: str, work: Path, extra: 
 
     if device == "cuda" and not has_gpu():
         raise SystemExit("check: --device cuda but torch sees no GPU (or UNSLOTH_FORCE_CPU=1)")
-    result: dict[str, Any] = {"model": arch, "device": device, "recipe": recipe, "steps": steps}
+    result: dict[str, Any] = {"model": arch, "device": device, "recipe": recipe, "steps": steps,
+                              "backend": cfg.backend, "unsloth_imported": "unsloth" in sys.modules}
     if device == "cuda":
         result["card"] = torch.cuda.get_device_name(0)
     t0 = time.time()
-    folder = build_random_model(arch, tokenizer_dir_for(arch, pack), work / "models" / arch,
-                                device="cuda" if device == "cuda" else "cpu")
+    build_random_model(arch, tokenizer_dir_for(arch, pack), folder, device="cuda" if device == "cuda" else "cpu")
     result["build_s"] = round(time.time() - t0, 1)
-    out = work / "runs" / arch
     shutil.rmtree(out, ignore_errors=True)
-    cfg = load_config(recipe, check_overrides(arch, folder, out, steps, tiny) + extra)
     g = cfg.grpo
     result["settings"] = {"load_in_4bit": cfg.model.load_in_4bit, "lora_r": cfg.model.lora.r,
                           "max_seq_length": cfg.model.max_seq_length, "num_generations": g.num_generations,
