@@ -26,7 +26,6 @@ import json
 import os
 import sys
 import time
-import types
 from pathlib import Path
 from typing import Any
 
@@ -82,13 +81,12 @@ def _sync() -> None:
 
 
 def _plain_stack_only() -> None:
-    """kit.train and kit.model import kit.runtime, whose only job is to import unsloth first. The
-    plain side must not have it, so an empty kit.runtime is registered before they are imported:
-    the GRPO settings still come from kit.train.grpo_args, the one place that sets them."""
-    stub = types.ModuleType("kit.runtime")
-    stub.UNSLOTH_ERROR = None
-    stub.BACKEND = "trl"  # kit.model's plain-stack branches
-    sys.modules["kit.runtime"] = stub
+    """The plain side runs the kit's `trl` backend process setting: unsloth is never imported, so it
+    cannot patch trl/transformers/peft there. The GRPO settings still come from kit.train.grpo_args,
+    the one place that sets them."""
+    from kit.backend import select_backend
+
+    select_backend("trl")
 
 
 def run_side(side: str, arch: str, device: str, steps: int, recipe: str, work: Path, extra: list[str],

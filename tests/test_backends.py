@@ -1,0 +1,110 @@
+"""The `trl` backend: plain transformers + peft under accelerate, two real processes on CPU (gloo)."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+
+def _env(tiny_model_dir: Path, **extra: str) -> dict:
+    env = dict(os.environ, KIT_CACHE=str(tiny_model_dir.parent), PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="",
+               **extra)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("KIT_BACKEND", None)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_share_one_run(tmp_path, tiny_model_dir):
+    """accelerate launches two processes; each trains on prompts of its own, and the run folder
+    holds one adapter, one metrics line per step and one summary, written by the main process."""
+    out = tmp_path / "two"
+    steps = 3
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()),
+           "-m", "kit.train", "--config", "smoke", "backend=trl", f"output_dir={out}", f"grpo.max_steps={steps}",
+           "grpo.save_steps=3", "priming.samples=8", "evaluation.samples=4"]
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(tiny_model_dir), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["backend"] == "trl" and summary["processes"] == 2
+    # 1 prompt x 4 generations per process and step: 3 prompts each, none given to both
+    assert summary["prompts_per_process"] == [steps, steps]
+    assert summary["prompts_in_several_processes"] == 0
+    resolved = yaml.safe_load((out / "config.yaml").read_text())["resolved"]
+    assert resolved["backend"] == "trl" and resolved["processes"] == 2
+
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    grpo_steps = Counter(r["step"] for r in rows if r["phase"] == "grpo" and "loss" in r)
+    assert sorted(grpo_steps) == list(range(1, steps + 1)) and set(grpo_steps.values()) == {1}
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert not (out / "adapter.tmp").exists()
+    assert summary["adapter"]["lora_B_nonzero"] > 0
+    assert {p.name for p in out.glob("eval_*.json")} >= {"eval_after.json", "eval_before.json", "eval_primed.json"}
+    assert proc.stdout.count("kit: finished in") == 1  # the other process stays quiet
+    assert "Unsloth" not in proc.stdout + proc.stderr  # the trl backend never imports it
+
+
+def test_torch_logprobs_match_the_full_softmax():
+    """The CPU stand-in for TRL's fused LM head gives what a plain softmax over the transformed
+    logits gives, and carries gradients to the hidden states and the head."""
+    import torch
+
+    from kit.trl_backend import torch_logprobs
+
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(7, 16, generator=g, requires_grad=True)
+    weight = torch.randn(50, 16, generator=g, requires_grad=True)
+    bias = torch.randn(50, generator=g)
+    targets = torch.randint(0, 50, (7,), generator=g)
+    logp, entropy, log_sum_sq, mean_logits, top1 = torch_logprobs(
+        hidden, weight, bias, targets, 0.7, 8, final_logit_softcapping=5.0, logit_scale=0.5,
+        outputs=("entropy", "log_sum_sq_probs", "mean_logits", "is_top1"))
+
+    logits = 5.0 * torch.tanh((hidden @ weight.T + bias) * 0.5 / 5.0) / 0.7
+    dist = torch.distributions.Categorical(logits=logits)
+    torch.testing.assert_close(logp, dist.log_prob(targets))
+    torch.testing.assert_close(entropy, dist.entropy())
+    torch.testing.assert_close(log_sum_sq, torch.log((dist.probs ** 2).sum(-1)))
+    torch.testing.assert_close(mean_logits, logits.mean(-1))
+    assert torch.equal(top1, logits.argmax(-1) == targets)
+    logp.sum().backward()
+    assert hidden.grad is not None and weight.grad is not None and hidden.grad.abs().sum() > 0
+
+    none = torch_logprobs(hidden, weight, None, targets, 1.0, 8, outputs=())
+    assert none[1:] == (None, None, None, None)
+
+
+def test_a_process_cannot_switch_backend():
+    """This process imported unsloth (conftest): asking for trl now is a clear stop, not a silent mix."""
+    from kit.backend import select_backend
+    from kit.config import ConfigError
+
+    assert select_backend("unsloth") == "unsloth"
+    with pytest.raises(ConfigError, match="backend=trl, but this process already runs backend=unsloth"):
+        select_backend("trl")
+
+
+def test_several_processes_need_the_trl_backend(tmp_path, tiny_model_dir):
+    proc = subprocess.run([sys.executable, "-m", "kit.train", "--config", "smoke", f"output_dir={tmp_path / 'x'}"],
+                          cwd=REPO, env=_env(tiny_model_dir, WORLD_SIZE="2", RANK="0"), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "kit: error: 2 processes, but backend=unsloth runs on one: set backend=trl" in proc.stderr
+    assert not (tmp_path / "x").exists()
