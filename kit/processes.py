@@ -48,7 +48,10 @@ def gather(value: Any) -> list[Any]:
     return gather_object([value])
 
 
-def sharded_launch() -> bool:
-    """DeepSpeed or FSDP places the weights itself: a loader must not pin them to a device."""
-    return any(os.environ.get(k, "").lower() in ("1", "true")
-               for k in ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP"))
+def weights_sharded() -> bool:
+    """DeepSpeed ZeRO-3 or FSDP splits the weights over the processes: a loader must not pin them to
+    a device, and a forward pass needs every process (so no process may generate alone)."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        return True
+    return (os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true")
+            and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "") == "3")

@@ -24,7 +24,8 @@ from kit import stage_cache  # noqa: E402
 from kit.config import ConfigError, KitConfig, check_overrides, dump_config, load_config  # noqa: E402
 from kit.data import to_prompt_dataset  # noqa: E402
 from kit.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl  # noqa: E402
-from kit.processes import gather, is_main, local_world_size, wait_for_everyone, world_size  # noqa: E402
+from kit.processes import (gather, is_main, local_world_size, wait_for_everyone, weights_sharded,  # noqa: E402
+                           world_size)
 from kit.progress import Console, drop_default_bars, format_duration, trainer_progress  # noqa: E402
 from kit.rewards import RewardError, load_recipe_rewards  # noqa: E402
 
@@ -466,6 +467,10 @@ def run(cfg: KitConfig, resume: bool = False, log: Callable[[str], None] | None 
     if world_size() > 1 and cfg.backend != "trl":
         raise ConfigError(f"{world_size()} processes, but backend={cfg.backend} runs on one: set backend=trl "
                           "(or start one process: python -m kit.train)")
+    if weights_sharded() and cfg.evaluation.enabled:
+        raise ConfigError("evaluation.enabled with the weights split over the processes (ZeRO-3 / FSDP): one process "
+                          "cannot generate alone; set evaluation.enabled=false and run python -m kit.evaluate --run "
+                          "OUTPUT_DIR afterwards (one process), or use ZeRO-2 / plain DDP")
     if world_size() > 1 and cfg.budget.minutes:
         raise ConfigError("budget.minutes sizes a run by timing one process: set budget.minutes=null with "
                           "several processes")

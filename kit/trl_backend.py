@@ -12,7 +12,7 @@ from typing import Any
 
 from kit.config import LoraConfig as LoraSettings
 from kit.config import ModelConfig
-from kit.processes import local_rank, sharded_launch
+from kit.processes import local_rank, weights_sharded
 
 
 def load_base(source: str, cfg: ModelConfig, dtype, device: str) -> tuple[Any, Any]:
@@ -25,7 +25,7 @@ def load_base(source: str, cfg: ModelConfig, dtype, device: str) -> tuple[Any, A
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype)
-    if device == "cuda" and not sharded_launch():
+    if device == "cuda" and not weights_sharded():
         kwargs["device_map"] = {"": local_rank()}
     model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(source)

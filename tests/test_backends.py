@@ -34,9 +34,8 @@ def test_two_processes_share_one_run(tmp_path, tiny_model_dir):
     holds one adapter, one metrics line per step and one summary, written by the main process."""
     out = tmp_path / "two"
     steps = 3
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()),
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "templates/accelerate/ddp.yaml",
+           "--num_processes", "2", "--main_process_port", str(_free_port()),
            "-m", "kit.train", "--config", "smoke", "backend=trl", f"output_dir={out}", f"grpo.max_steps={steps}",
            "grpo.save_steps=3", "priming.samples=8", "evaluation.samples=4"]
     proc = subprocess.run(cmd, cwd=REPO, env=_env(tiny_model_dir), capture_output=True, text=True, timeout=900)
@@ -101,10 +100,26 @@ def test_a_process_cannot_switch_backend():
         select_backend("trl")
 
 
-def test_several_processes_need_the_trl_backend(tmp_path, tiny_model_dir):
-    proc = subprocess.run([sys.executable, "-m", "kit.train", "--config", "smoke", f"output_dir={tmp_path / 'x'}"],
-                          cwd=REPO, env=_env(tiny_model_dir, WORLD_SIZE="2", RANK="0"), capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 2
-    assert "kit: error: 2 processes, but backend=unsloth runs on one: set backend=trl" in proc.stderr
+@pytest.mark.parametrize("env, args, message", [
+    ({"WORLD_SIZE": "2", "RANK": "0"}, [], "2 processes, but backend=unsloth runs on one: set backend=trl"),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, ["backend=trl"],
+     "evaluation.enabled with the weights split over the processes (ZeRO-3 / FSDP)"),
+], ids=["several-processes-need-trl", "zero3-cannot-evaluate-in-run"])
+def test_launches_the_backend_cannot_serve_stop_first(tmp_path, tiny_model_dir, env, args, message):
+    proc = subprocess.run([sys.executable, "-m", "kit.train", "--config", "smoke", f"output_dir={tmp_path / 'x'}",
+                           *args], cwd=REPO, env=_env(tiny_model_dir, **env), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"kit: error: {message}" in proc.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("name, stage", [("ddp", None), ("zero2", 2), ("zero3", 3)])
+def test_accelerate_templates_load(name, stage):
+    """accelerate reads each template as a cluster config of the kind its comment says."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    cfg = load_config_from_file(str(REPO / "templates" / "accelerate" / f"{name}.yaml"))
+    assert cfg.distributed_type.value == ("MULTI_GPU" if stage is None else "DEEPSPEED")
+    assert (cfg.deepspeed_config or {}).get("zero_stage") == stage
+    assert cfg.mixed_precision == "no"  # the trainer's own bf16 / fp16 flags decide
