@@ -143,25 +143,14 @@ def get_sample(state: AppState, user_id: str, item_id: str) -> dict:
 
 
 def adhoc_sample(state: AppState, user_id: str, item_id: str) -> dict:
-    """Any item for a user: histories and averages from every interaction before 'now' (after
-    the last one in the data); the true rating is shown only if the user rated the item."""
-    from kit.data.samples import build_samples
+    """Any item for a user, as of now (kit.data.samples.sample_as_of, which kit.predict uses too):
+    the true rating is shown only if the user rated the item."""
+    from kit.data.samples import sample_as_of
 
-    inter = state.data.interactions.select(["user_id", "item_id", "rating", "timestamp", "review"])
-    pair = pl.DataFrame({"user_id": [user_id], "item_id": [item_id]})
-    rated = inter.join(pair, on=["user_id", "item_id"], how="semi")
-    if rated.is_empty():  # a pretend target just after the newest interaction, with no rating
-        now = int(inter["timestamp"].max()) + 1
-        inter = pl.concat([inter, pair.with_columns(pl.lit(None, dtype=pl.Float64).alias("rating"),
-                                                    pl.lit(now).alias("timestamp"), pl.lit("").alias("review"))],
-                          how="diagonal_relaxed")
     d = state.cfg.data
-    samples, _ = build_samples(inter, d.history_user, d.history_item, 0, targets=pair)
-    if samples.is_empty():
+    sample = sample_as_of(state.data.interactions, user_id, item_id, None, d.history_user, d.history_item)
+    if sample is None:
         raise AppInputError(f"no earlier ratings by user {user_id} or of item {item_id} to reason from: pick another")
-    sample = samples.row(0, named=True)
-    if sample["rating"] is not None and sample["rating"] != sample["rating"]:  # NaN from the pretend target
-        sample["rating"] = None
     return sample
 
 

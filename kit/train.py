@@ -481,7 +481,8 @@ def run(cfg: KitConfig, resume: bool = False, log: Callable[[str], None] | None 
     threads = None if on_gpu else use_all_cores(processes=local_world_size())
     cfg.resolved = {"device": "cuda" if on_gpu else "cpu", "dtype": precision.dtype,
                     "dtype_reason": precision.reason, **({"cpu_threads": threads} if threads else {}),
-                    "backend": cfg.backend, "processes": world_size()}
+                    "backend": cfg.backend, "processes": world_size(),  # the world size
+                    "processes_per_machine": local_world_size()}
     if main:
         out, ckpt = prepare_output_dir(cfg, resume, console.say)
         console.open_log(out / "train.log")

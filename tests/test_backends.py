@@ -47,7 +47,7 @@ def test_two_processes_share_one_run(tmp_path, tiny_model_dir):
     assert summary["prompts_per_process"] == [steps, steps]
     assert summary["prompts_in_several_processes"] == 0
     resolved = yaml.safe_load((out / "config.yaml").read_text())["resolved"]
-    assert resolved["backend"] == "trl" and resolved["processes"] == 2
+    assert (resolved["backend"], resolved["processes"], resolved["processes_per_machine"]) == ("trl", 2, 2)
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     grpo_steps = Counter(r["step"] for r in rows if r["phase"] == "grpo" and "loss" in r)

@@ -208,3 +208,33 @@ def attach_reviews(sample: dict, reviews: list[str] | None) -> dict:
     for key in ("user_history", "item_history"):
         out[key] = [h if "review" in h else {**h, "review": reviews[h["ref"]]} for h in sample[key]]
     return out
+
+
+def sample_as_of(interactions: pl.DataFrame, user_id: str, item_id: str, timestamp: int | None,
+                 history_user: int, history_item: int) -> dict | None:
+    """The sample of one (user, item) pair as of a moment: histories and averages from the
+    interactions strictly earlier. Without a timestamp the moment is the user's latest rating of
+    the item when there is one (so its rating is the truth and never part of the prompt), else
+    just after the newest interaction in the data ("now", truth unknown). None when the user or
+    the item has no earlier rating (the rule every sample follows)."""
+    cols = ["user_id", "item_id", "rating", "timestamp", "review"]
+    inter = interactions.select([c for c in cols if c in interactions.columns])
+    own = inter.filter((pl.col("user_id") == user_id) | (pl.col("item_id") == item_id))  # all a sample reads
+    rated = own.filter((pl.col("user_id") == user_id) & (pl.col("item_id") == item_id)).sort("timestamp")
+    if timestamp is None:
+        timestamp = int(rated["timestamp"][-1]) if len(rated) else int(inter["timestamp"].max()) + 1
+    at = rated.filter(pl.col("timestamp") == timestamp)
+    truth = float(at["rating"][-1]) if len(at) else None
+    target = pl.DataFrame({"user_id": [user_id], "item_id": [item_id], "rating": [truth], "timestamp": [timestamp],
+                           "review": [""]}, schema={**INTERACTION_COLUMNS})
+    rest = own.join(target.select(["user_id", "item_id", "timestamp"]), on=["user_id", "item_id", "timestamp"],
+                    how="anti")
+    table = pl.concat([rest.filter(pl.col("timestamp") < timestamp), target], how="diagonal_relaxed")
+    samples, _ = build_samples(table, history_user, history_item, 0,
+                               targets=target.select(["user_id", "item_id"]))
+    if samples.is_empty():
+        return None
+    sample = samples.row(0, named=True)
+    if sample["rating"] is not None and sample["rating"] != sample["rating"]:  # NaN: truth unknown
+        sample["rating"] = None
+    return sample
