@@ -452,9 +452,10 @@ def plan_run(cfg: KitConfig, lm, data, out: Path, priming_ds, started: float, co
 
 
 def run(cfg: KitConfig, resume: bool = False, log: Callable[[str], None] | None = None, verbose: bool = False,
-        started: float | None = None) -> dict:
+        started: float | None = None, callbacks: list | None = None) -> dict:
     """Train and evaluate as the recipe says (see the module doc); returns the summary.
-    Quiet by default: one bar per stage, the rest in OUTPUT_DIR/train.log (`verbose`: all on the console)."""
+    Quiet by default: one bar per stage, the rest in OUTPUT_DIR/train.log (`verbose`: all on the console).
+    `callbacks`: more transformers TrainerCallbacks for the GRPO stage (a notebook's live plot)."""
     from kit.backend import select_backend
 
     started = time.time() if started is None else started
@@ -491,13 +492,13 @@ def run(cfg: KitConfig, resume: bool = False, log: Callable[[str], None] | None 
         out, ckpt = Path(cfg.output_dir), (last_checkpoint(Path(cfg.output_dir)) if resume else None)
     try:
         with console.libraries():
-            return _run(cfg, rewards, out, ckpt, resume, console, precision, started)
+            return _run(cfg, rewards, out, ckpt, resume, console, precision, started, callbacks)
     finally:
         console.close()
 
 
 def _run(cfg: KitConfig, rewards, out: Path, ckpt: Path | None, resume: bool, console: Console, precision,
-         started: float) -> dict:
+         started: float, callbacks: list | None = None) -> dict:
     import random
 
     import numpy as np
@@ -592,7 +593,7 @@ def _run(cfg: KitConfig, rewards, out: Path, ckpt: Path | None, resume: bool, co
     steps = timeline.replan_grpo(say)
     timeline.begin("grpo")
     bar = console.bar("GRPO", steps, "step", initial=int(ckpt.name.split("-")[-1]) if ckpt else 0)
-    trainer, watch = grpo_trainer(cfg, lm, data, out, rewards, steps, say=say, detail=console.detail)
+    trainer, watch = grpo_trainer(cfg, lm, data, out, rewards, steps, callbacks, say=say, detail=console.detail)
 
     def grpo_figures() -> dict[str, str]:
         shown = timeline.figures("grpo", bar.n, steps)
