@@ -405,7 +405,7 @@ def build_ui(state: AppState):
     return demo
 
 
-def launch(state: AppState, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
+def launch(state: AppState, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
            block: bool = True):
     import gradio as gr
 

@@ -59,7 +59,7 @@ def recipe(name: str, overrides: list[str] | None = None) -> KitConfig:
     overrides = list(overrides or [])
     if SMOKE:
         keep = [o for o in overrides if o.split("=", 1)[0] in ("output_dir", "name", "backend")
-                or o.startswith(("priming.", "prompt.style"))]
+                or o.startswith(("priming.", "prompt.style", "data."))]
         keep = [o for o in keep if not o.startswith(("priming.samples", "priming.epochs"))]
         return load_config("smoke", SMOKE_OVERRIDES + keep)
     return load_config(name, overrides)
@@ -82,8 +82,8 @@ def live_reward_plot(out: Path, every_s: float = 20.0):
 
         def draw(self) -> None:
             png = out / "rewards.png"
-            if reward_curves(read_jsonl(out / "metrics.jsonl"), png):
-                handle.update(Image(filename=str(png)))
+            if reward_curves(read_jsonl(out / "metrics.jsonl"), png) and handle is not None:
+                handle.update(Image(filename=str(png)))  # (None outside IPython: the file alone)
             self.last = time.time()
 
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -120,7 +120,7 @@ def serve_app(state: Any, share: bool = False):
     checks that it answers, and closes it."""
     from kit.app import launch
 
-    demo = launch(state, share=share, block=False)
+    demo = launch(state, port=None, share=share, block=False)  # the first free port from 7860
     if SMOKE:
         import urllib.request
 

@@ -576,10 +576,11 @@ def _run(cfg: KitConfig, rewards, out: Path, ckpt: Path | None, resume: bool, co
             timeline.begin("priming")
             bar = console.bar("format priming", steps, "step")
             deadline = Deadline(timeline.deadline(plan.left_after("priming")), _floor(plan, "priming"))
-            callbacks = [trainer_progress(console, bar, "priming", lambda: timeline.figures("priming", bar.n, steps)),
-                         deadline_callback(console, deadline, "format priming", steps)]
+            priming_callbacks = [trainer_progress(console, bar, "priming",
+                                                  lambda: timeline.figures("priming", bar.n, steps)),
+                                 deadline_callback(console, deadline, "format priming", steps)]
             summary["priming"] = run_priming(cfg, lm, data, out, steps if steps < plan.limits.priming_steps else -1,
-                                             callbacks, quiet=not console.verbose)
+                                             priming_callbacks, quiet=not console.verbose)
             bar.close()
             timeline.end("priming")
             if is_main():
