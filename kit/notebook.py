@@ -121,6 +121,10 @@ def serve_app(state: Any, share: bool = False):
     from kit.app import launch
 
     demo = launch(state, port=None, share=share, block=False)  # the first free port from 7860
+    if in_colab() and not share:  # Colab's own proxy shows a port of the kernel's machine: no public link
+        from google.colab import output
+
+        output.serve_kernel_port_as_iframe(demo.server_port, height=900)
     if SMOKE:
         import urllib.request
 
