@@ -43,9 +43,33 @@ def base_model_of(run: Path) -> str:
     return resolve_model_source(name)
 
 
-def merge(run: Path | str, out: Path | str, dtype: str = "bfloat16", base: str | None = None) -> Path:
-    """Merge the run's adapter into the 16/32-bit base (merged in float32, then cast to `dtype`)."""
+def merge_dtype(n_params: int, dtype: str, available_bytes: int) -> tuple[str, str | None]:
+    """The precision to merge in, and why when it is not float32: float32 (exact) when the machine's
+    free memory holds the model in it with 20% to spare, else the output precision (a free Colab
+    has ~12 GB: a 3B model in float32 is 12.4 GB)."""
+    need = n_params * 4 * 1.2
+    if dtype == "float32" or need <= available_bytes:
+        return "float32", None
+    return dtype, (f"merging in {dtype}: float32 would need {need / 1e9:.1f} GB and {available_bytes / 1e9:.1f} GB "
+                   f"is free (the merged weights are {dtype} either way; only the LoRA update is rounded first)")
+
+
+def _parameter_count(source: str) -> int:
+    """The base's parameters, counted on an empty (meta-device) model: nothing is loaded."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source))
+    return sum(p.numel() for p in model.parameters())
+
+
+def merge(run: Path | str, out: Path | str, dtype: str = "bfloat16", base: str | None = None,
+          log=print) -> Path:
+    """Merge the run's adapter into the 16/32-bit base (merged in float32 where memory allows, see
+    `merge_dtype`, then cast to `dtype`)."""
     import kit.runtime  # noqa: F401  (unsloth before transformers/peft)
+    import psutil
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -55,7 +79,10 @@ def merge(run: Path | str, out: Path | str, dtype: str = "bfloat16", base: str |
     run, out = Path(run), Path(out)
     adapter = _adapter_of(run)
     source = base or base_model_of(run if (run / "config.yaml").is_file() else run.parent)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    work, why = merge_dtype(_parameter_count(source), dtype, psutil.virtual_memory().available)
+    if why:
+        log(f"kit: {why}")
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, work))
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     merged = merged.to(getattr(torch, dtype))
     tokenizer = AutoTokenizer.from_pretrained(str(adapter) if (adapter / "tokenizer_config.json").is_file() else source)

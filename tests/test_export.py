@@ -57,3 +57,24 @@ def test_export_errors_name_the_fix(tiny_run, tmp_path, capsys, monkeypatch):
     assert main(["--run", str(tiny_run), "--merged", str(tmp_path / "m"), "--gguf", str(tmp_path / "m.gguf")]) == 2
     assert "convert_hf_to_gguf.py was not found" in capsys.readouterr().err
     assert (tmp_path / "m" / "model.safetensors").is_file()  # the merged folder is written either way
+
+
+def test_a_machine_short_of_memory_merges_in_the_output_precision(tiny_run, tmp_path, monkeypatch, capsys):
+    """float32 where the free memory holds it with 20% to spare, else the output precision, said."""
+    import psutil
+    import torch
+    from safetensors.torch import load_file
+
+    from kit.export import main, merge_dtype
+
+    assert merge_dtype(3_090_000_000, "bfloat16", 16 * 10**9) == ("float32", None)
+    work, why = merge_dtype(3_090_000_000, "bfloat16", 12 * 10**9)  # a free Colab and a 3B model
+    assert work == "bfloat16" and "float32 would need 14.8 GB and 12.0 GB is free" in why
+    assert merge_dtype(3_090_000_000, "float32", 10**9) == ("float32", None)  # asked for: never rounded
+
+    real = psutil.virtual_memory()
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: real._replace(available=10_000))
+    out = tmp_path / "merged-bf16"
+    assert main(["--run", str(tiny_run), "--merged", str(out)]) == 0
+    assert "kit: merging in bfloat16: float32 would need" in capsys.readouterr().out
+    assert {t.dtype for t in load_file(str(out / "model.safetensors")).values()} == {torch.bfloat16}
