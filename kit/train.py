@@ -465,6 +465,11 @@ def run(cfg: KitConfig, resume: bool = False, log: Callable[[str], None] | None 
     from kit.model import has_gpu
     from kit.precision import resolve_precision
     from kit.runtime import use_all_cores
+
+    if resume and world_size() > 1 and not has_gpu() and last_checkpoint(Path(cfg.output_dir)):
+        raise ConfigError("--resume with several CPU processes: transformers 5.17 restores the optimizer state to "
+                          "'cpu:0', which torch cannot load; resume with one process (python -m kit.train --resume "
+                          "...: the checkpoint carries over), or on GPUs")
     if world_size() > 1 and cfg.backend != "trl":
         raise ConfigError(f"{world_size()} processes, but backend={cfg.backend} runs on one: set backend=trl "
                           "(or start one process: python -m kit.train)")

@@ -104,14 +104,19 @@ def test_a_process_cannot_switch_backend():
     ({"WORLD_SIZE": "2", "RANK": "0"}, [], "2 processes, but backend=unsloth runs on one: set backend=trl"),
     ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, ["backend=trl"],
      "evaluation.enabled with the weights split over the processes (ZeRO-3 / FSDP)"),
-], ids=["several-processes-need-trl", "zero3-cannot-evaluate-in-run"])
+    ({"WORLD_SIZE": "2", "RANK": "0"}, ["backend=trl", "--resume"],
+     "--resume with several CPU processes: transformers 5.17 restores the optimizer state to 'cpu:0'"),
+], ids=["several-processes-need-trl", "zero3-cannot-evaluate-in-run", "cpu-processes-cannot-resume"])
 def test_launches_the_backend_cannot_serve_stop_first(tmp_path, tiny_model_dir, env, args, message):
-    proc = subprocess.run([sys.executable, "-m", "kit.train", "--config", "smoke", f"output_dir={tmp_path / 'x'}",
-                           *args], cwd=REPO, env=_env(tiny_model_dir, **env), capture_output=True, text=True,
-                          timeout=300)
+    out = tmp_path / "x"
+    if "--resume" in args:  # a run stopped after its first checkpoint
+        (out / "checkpoints" / "checkpoint-1").mkdir(parents=True)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    proc = subprocess.run([sys.executable, "-m", "kit.train", "--config", "smoke", f"output_dir={out}", *args],
+                          cwd=REPO, env=_env(tiny_model_dir, **env), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert f"kit: error: {message}" in proc.stderr
-    assert not (tmp_path / "x").exists()
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
 
 
 @pytest.mark.parametrize("name, stage", [("ddp", None), ("zero2", 2), ("zero3", 3)])
