@@ -357,6 +357,13 @@ def _config_for(args: argparse.Namespace) -> tuple[KitConfig, Path | None]:
                           default_recipe="cpu-demo" if args.data else None)
 
 
+def chosen_adapter(flag: str | None, run_dir: Path | None) -> str | None:
+    """The adapter that answers: --adapter DIR, --adapter none (the base model), else the run's."""
+    if flag:
+        return None if flag.lower() == "none" else flag
+    return str(run_dir / "adapter") if run_dir and (run_dir / "adapter").is_dir() else None
+
+
 def evaluate_main(args: argparse.Namespace) -> int:
     from kit.data import load_task_data
 
@@ -377,11 +384,7 @@ def evaluate_main(args: argparse.Namespace) -> int:
             print(f"\nkit: wrote {Path(args.out) / 'report.md'} and metrics.json")
         return 0
 
-    adapter: str | None
-    if args.adapter:
-        adapter = None if args.adapter.lower() == "none" else args.adapter
-    else:
-        adapter = str(run_dir / "adapter") if run_dir and (run_dir / "adapter").is_dir() else None
+    adapter = chosen_adapter(args.adapter, run_dir)
     tag = args.split + ("" if adapter or not run_dir else "-base")
     out = Path(args.out) if args.out else (run_dir / "eval" / tag if run_dir else None)
     if out is None:

@@ -114,16 +114,21 @@ def _dtype(name: str):
     return getattr(torch, resolve_precision(name, has_gpu()).dtype)
 
 
+def _vllm_requested(cfg: ModelConfig) -> bool:
+    """model.fast_inference on, or auto where a GPU and vLLM exist; a clear stop for `on` without them."""
+    available = has_gpu() and importlib.util.find_spec("vllm") is not None
+    if cfg.fast_inference == "on" and not available:
+        raise ConfigError("model.fast_inference=on needs a CUDA GPU and vLLM (pip install -e '.[gpu]'); "
+                          "use model.fast_inference=auto to fall back to transformers generate")
+    return cfg.fast_inference == "on" or (cfg.fast_inference == "auto" and available)
+
+
 def _want_vllm(cfg: ModelConfig) -> bool:
     """Whether kit's own generation runs on a vLLM engine in this process (the unsloth backend;
     with backend=trl vLLM serves TRL's training only, see `trl_vllm`)."""
     if kit.runtime.BACKEND == "trl":
         return False
-    available = has_gpu() and importlib.util.find_spec("vllm") is not None
-    if cfg.fast_inference == "on" and not available:
-        raise ConfigError("model.fast_inference=on needs a CUDA GPU and vLLM (pip install -e '.[gpu]'); "
-                          "use model.fast_inference=auto to fall back to transformers generate")
-    fast = cfg.fast_inference == "on" or (cfg.fast_inference == "auto" and available)
+    fast = _vllm_requested(cfg)
     if fast and cfg.load_in_4bit and importlib.util.find_spec("vllm_bnb_plugin") is None:
         raise ConfigError("model.load_in_4bit with vLLM needs the package vllm-bnb-plugin (vLLM >= 0.28 moved "
                           "bitsandbytes out of tree): pip install -e '.[gpu]', or set model.fast_inference=off")
@@ -133,11 +138,7 @@ def _want_vllm(cfg: ModelConfig) -> bool:
 def trl_vllm(cfg: ModelConfig) -> bool:
     """backend=trl: whether TRL generates its GRPO rollouts with vLLM (model.fast_inference: on,
     or auto where a GPU and vLLM exist); the mode and server come from grpo.vllm_mode / _url."""
-    available = has_gpu() and importlib.util.find_spec("vllm") is not None
-    if cfg.fast_inference == "on" and not available:
-        raise ConfigError("model.fast_inference=on needs a CUDA GPU and vLLM (pip install -e '.[gpu]'); "
-                          "use model.fast_inference=auto to fall back to transformers generate")
-    return cfg.fast_inference == "on" or (cfg.fast_inference == "auto" and available)
+    return _vllm_requested(cfg)
 
 
 def _key(cfg: ModelConfig, source: str, device: str, fast: bool) -> tuple:

@@ -147,10 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("say which model rates: --run RUN_DIR, or --config RECIPE [--adapter DIR]")
         cfg, run_dir = config_for_run(args.run, args.config, args.overrides, args.data)
         pairs = read_pairs(args.pairs)
-        if args.adapter:
-            adapter = None if args.adapter.lower() == "none" else args.adapter
-        else:
-            adapter = str(run_dir / "adapter") if run_dir and (run_dir / "adapter").is_dir() else None
+        from kit.evaluate import chosen_adapter
+
+        adapter = chosen_adapter(args.adapter, run_dir)
         if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
             raise ConfigError(f"--adapter {adapter}: no LoRA adapter there (adapter_config.json is missing)")
         out = Path(args.out)

@@ -227,9 +227,7 @@ def sample_as_of(interactions: pl.DataFrame, user_id: str, item_id: str, timesta
     truth = float(at["rating"][-1]) if len(at) else None
     target = pl.DataFrame({"user_id": [user_id], "item_id": [item_id], "rating": [truth], "timestamp": [timestamp],
                            "review": [""]}, schema={**INTERACTION_COLUMNS})
-    rest = own.join(target.select(["user_id", "item_id", "timestamp"]), on=["user_id", "item_id", "timestamp"],
-                    how="anti")
-    table = pl.concat([rest.filter(pl.col("timestamp") < timestamp), target], how="diagonal_relaxed")
+    table = pl.concat([own.filter(pl.col("timestamp") < timestamp), target], how="diagonal_relaxed")
     samples, _ = build_samples(table, history_user, history_item, 0,
                                targets=target.select(["user_id", "item_id"]))
     if samples.is_empty():
