@@ -6,9 +6,10 @@
 Terms, in GiB per GPU (GRPO, 8 rollouts per prompt, micro-batch 2, LoRA on all seven projections,
 gradient checkpointing, transformers + peft + bitsandbytes as kit.trl_backend loads them):
 - weights: DDP, 4-bit: linear layers at 0.515 B per parameter (nf4 + double-quantized constants),
-  embedding and head at 4 B (peft's k-bit preparation upcasts them to fp32); ZeRO-3, 16-bit: every
-  parameter at 2 B, divided by the number of GPUs;
-- LoRA state: fp32 weights + fp32 gradients + 8-bit Adam's two states = 10 B per LoRA parameter;
+  embedding and head at 2 B (kept in the compute dtype); ZeRO-3, 16-bit: every parameter at 2 B,
+  divided by the number of GPUs;
+- LoRA state: bf16 weights (TRL casts a 4-bit model's adapter to bf16; under ZeRO-3 it takes the
+  base's dtype) + bf16 gradients + 8-bit Adam's two states = 6 B per LoRA parameter;
 - activations: the plain stack keeps each layer's input on the GPU (micro-batch x T x hidden x 2 B
   x layers) and recomputes one layer at a time (micro-batch x T x (4 hidden + 3 MLP) x 2 B, twice
   for its gradients);
@@ -71,12 +72,12 @@ def per_gpu(s: Shape, seq: int, micro_batch: int = 2, rollouts: int = 8, rank: i
     if zero3_gpus:
         weights = s.params * 2 / zero3_gpus
     else:
-        weights = (s.params - embedding) * 0.5 * 1.03 + embedding * 4
+        weights = (s.params - embedding) * 0.5 * 1.03 + embedding * 2
     q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
     lora = s.layers * rank * ((s.hidden + q) + 2 * (s.hidden + kv) + (q + s.hidden) + 3 * (s.hidden + s.mlp))
     terms = {
         "weights": weights,
-        "lora_state": lora * 10,
+        "lora_state": lora * 6,
         "activations": micro_batch * seq * s.hidden * 2 * s.layers + micro_batch * seq * (4 * s.hidden + 3 * s.mlp) * 4,
         "rollouts_kv": rollouts * seq * s.layers * 2 * kv * 2,
         "logprob_tile_and_slack": 1.5 * GIB,

@@ -195,7 +195,7 @@ def load_model(cfg: ModelConfig, seed: int = 0, lora: bool = True, device: str =
     if kit.runtime.BACKEND == "trl":
         from kit.trl_backend import add_lora
 
-        shared.model = add_lora(base, cfg.lora, cfg.load_in_4bit, cfg.gradient_checkpointing, seed)
+        shared.model = add_lora(base, cfg.lora, seed)
         return LoadedModel(shared, live_adapter=True)
     from unsloth import FastLanguageModel
 

@@ -128,3 +128,76 @@ def test_accelerate_templates_load(name, stage):
     assert cfg.distributed_type.value == ("MULTI_GPU" if stage is None else "DEEPSPEED")
     assert (cfg.deepspeed_config or {}).get("zero_stage") == stage
     assert cfg.mixed_precision == "no"  # the trainer's own bf16 / fp16 flags decide
+
+
+_LORA_PROBE = """
+import json, sys
+from kit.backend import select_backend
+select_backend("trl")
+import torch
+from kit.config import ModelConfig
+from kit.model import load_model
+
+lm = load_model(ModelConfig(name=sys.argv[1], load_in_4bit=sys.argv[2] == "4bit", dtype="bfloat16"), device="cpu")
+model = lm.model
+model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+model.train()
+ids = torch.randint(0, 1000, (2, 12), generator=torch.Generator().manual_seed(0))
+model(input_ids=ids, labels=ids).loss.backward()
+params = dict(model.named_parameters())
+print(json.dumps({
+    "frozen": {n: str(p.dtype) for n, p in params.items() if "lora_" not in n},
+    "trainable": sorted(n for n, p in params.items() if p.requires_grad),
+    "lora_dtypes": sorted({str(p.dtype) for n, p in params.items() if "lora_" in n}),
+    "lora_B_grads": [float(p.grad.abs().sum()) for n, p in params.items() if "lora_B" in n],
+}))
+"""
+
+
+def _lora_probe(tiny_model_dir: Path, weights: str, **env: str) -> dict:
+    proc = subprocess.run([sys.executable, "-c", _LORA_PROBE, str(tiny_model_dir), weights], cwd=REPO,
+                          env=_env(tiny_model_dir, **env), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_four_bit_base_stays_in_its_compute_dtype_and_lora_trains(tiny_model_dir):
+    """backend=trl in 4-bit (bitsandbytes nf4 runs on a CPU too): what is not 4-bit stays in the
+    compute dtype (no float32 copy of the embedding, head and norms), only LoRA is trainable, and
+    a backward pass through checkpointed layers reaches every LoRA layer."""
+    probe = _lora_probe(tiny_model_dir, "4bit")
+    frozen = probe["frozen"]
+    assert frozen["base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"] == "torch.uint8"  # packed nf4
+    unpacked = {n: d for n, d in frozen.items() if d != "torch.uint8"}
+    assert "base_model.model.model.embed_tokens.weight" in unpacked and "base_model.model.model.norm.weight" in unpacked
+    assert set(unpacked.values()) == {"torch.bfloat16"}, unpacked
+    assert probe["trainable"] and all("lora_A" in n or "lora_B" in n for n in probe["trainable"])
+    assert len(probe["lora_B_grads"]) == 2 * 7 and all(g > 0 for g in probe["lora_B_grads"])
+
+
+@pytest.mark.parametrize("env, lora_dtypes", [
+    ({}, ["torch.float32"]),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, ["torch.bfloat16"]),
+], ids=["one-process", "zero3"])
+def test_adapter_dtype_on_a_16_bit_base(tiny_model_dir, env, lora_dtypes):
+    """A bf16 base gets a float32 adapter, except where ZeRO-3 splits the weights: its parameter
+    gathering needs one dtype, so the adapter takes the base's (float32 there fails at the first step)."""
+    probe = _lora_probe(tiny_model_dir, "16bit", **env)
+    assert probe["lora_dtypes"] == lora_dtypes
+    assert all(g > 0 for g in probe["lora_B_grads"])
+
+
+def test_four_bit_run_trains_saves_and_reloads(tmp_path, tiny_model_dir):
+    """The whole run on a 4-bit base with backend=trl: priming, GRPO through TRL's quantized-model
+    path, the adapter saved with trained weights, then evaluated on the 4-bit base."""
+    out = tmp_path / "q4"
+    proc = subprocess.run([sys.executable, "-m", "kit.train", "--config", "smoke", "backend=trl",
+                           "model.load_in_4bit=true", f"output_dir={out}", "grpo.max_steps=2", "grpo.save_steps=2",
+                           "priming.samples=8", "evaluation.samples=4"],
+                          cwd=REPO, env=_env(tiny_model_dir), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["backend"] == "trl" and summary["adapter"]["lora_B_nonzero"] > 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["model"]["load_in_4bit"] is True
+    assert json.loads((out / "eval_after.json").read_text())["metrics"]["n"] == 4
+    assert "Unsloth" not in proc.stdout + proc.stderr
