@@ -96,6 +96,11 @@ def smollm2_folder(cache: Path | None = None) -> Path:
     return _atomic_folder((cache or CACHE_DIR) / "smollm2-135m-instruct-v2", build)
 
 
+def tiny_random_path(cache: Path | None = None, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
+    """Where tiny_random_folder keeps the model (built or not)."""
+    return (cache or CACHE_DIR) / f"tiny-random-llama-v2-h{hidden}-l{layers}-s{seed}"
+
+
 def tiny_random_folder(cache: Path | None = None, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
     """A tiny random Llama (hidden 64, 2 layers) with SmolLM2's real tokenizer."""
 
@@ -114,7 +119,7 @@ def tiny_random_folder(cache: Path | None = None, hidden: int = 64, layers: int 
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
 
-    return _atomic_folder((cache or CACHE_DIR) / f"tiny-random-llama-v2-h{hidden}-l{layers}-s{seed}", build)
+    return _atomic_folder(tiny_random_path(cache, hidden, layers, seed), build)
 
 
 def resolve_model_source(name: str) -> str:

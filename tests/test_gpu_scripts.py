@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from benchmarks.bench_grpo import ratios
 from benchmarks.gpu import check, pack
 from benchmarks.gpu.measure import run_child
 from benchmarks.gpu.random_models import parameter_count
+from tests.conftest import REPO
 
 MIB = 1024 * 1024
 
@@ -24,13 +26,13 @@ def _record_line(name: str, data: bytes) -> str:
     return f"{name},sha256={digest},{len(data)}"
 
 
-def _wheel(folder: Path, files: dict[str, bytes]) -> Path:
-    """A real wheel (zip with METADATA, WHEEL and a RECORD of sha256 hashes) of package `demo`."""
-    info = "demo-1.0.dist-info"
-    files = {**files, f"{info}/METADATA": b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n",
+def _wheel(folder: Path, files: dict[str, bytes], name: str = "demo") -> Path:
+    """A real wheel (zip with METADATA, WHEEL and a RECORD of sha256 hashes) of package `name`."""
+    info = f"{name}-1.0.dist-info"
+    files = {**files, f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
              f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
     record = "\n".join([_record_line(n, d) for n, d in files.items()] + [f"{info}/RECORD,,"]) + "\n"
-    path = folder / "demo-1.0-py3-none-any.whl"
+    path = folder / f"{name}-1.0-py3-none-any.whl"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
         for name, data in files.items():
             z.writestr(name, data)
@@ -134,21 +136,27 @@ def test_ratios_say_which_side_is_ahead():
                                       "train_peak_memory_plain_over_unsloth": 1.8}
 
 
+def _pack_tokenizers(tiny_model_dir: Path, root: Path) -> Path:
+    """A pack's tokenizers/ folder: SmolLM2's files, as pack.py writes them."""
+    folder = root / "tokenizers" / "smollm2"
+    folder.mkdir(parents=True)
+    for f in tiny_model_dir.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
+            shutil.copy(f, folder / f.name)
+    return folder.parent
+
+
 def test_check_runs_the_kit_path_on_cpu(tmp_path, tiny_model_dir):
     """check.py's own path (build, kit.train.run, save, reload, generate, measure) on the tiny model,
     with the T4 recipe's shape of batch: micro-batch 2 x accumulation 2, one generation batch of 4.
     In 16-bit: bitsandbytes' CPU 4-bit kernels triple the step time here; `check.py --device cpu
     --tiny` (4-bit, as on a GPU) is the same code with one override less."""
-    tokenizers = tmp_path / "tokenizers" / "smollm2"
-    tokenizers.mkdir(parents=True)
-    for f in tiny_model_dir.iterdir():
-        if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
-            shutil.copy(f, tokenizers / f.name)
+    tokenizers = _pack_tokenizers(tiny_model_dir, tmp_path)
     extra = ["grpo.per_device_train_batch_size=2", "grpo.gradient_accumulation_steps=2",
              "grpo.generation_batch_size=4", "grpo.max_completion_length=8", "data.review_chars=20",
              "data.description_chars=0", "model.load_in_4bit=false"]
     res = check.run_one("tiny", "cpu", steps=1, recipe="smoke", work=tmp_path / "work", extra=extra,
-                        pack=tmp_path / "tokenizers", gen_tokens=4, tiny=True)
+                        pack=tokenizers, gen_tokens=4, tiny=True)
     json.dumps(res)  # the report is JSON as printed
     assert res["grpo"]["steps_done"] == 1
     ran = res["trainer_ran_with"]
@@ -161,3 +169,79 @@ def test_check_runs_the_kit_path_on_cpu(tmp_path, tiny_model_dir):
     assert 0 < gen["tokens"] <= 2 * 4 and gen["tokens_per_s"] > 0
     assert res["train_memory"]["peak_rss_mib"] > 0 and res["generation_backend"] == "transformers generate"
 
+
+
+def test_the_notebook_runner_runs_the_reczero_notebook(tmp_path, tiny_model_dir):
+    """benchmarks/gpu/notebook.py, as `check.sh notebook` runs it on a GPU machine: the tiny model
+    built from the pack's tokenizer into an empty cache, every cell of the RecZero notebook run in
+    one process, and a report of where the model sat and what the notebook left."""
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_")}
+    env.update(KIT_CACHE=str(tmp_path / "empty-cache"), CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
+    report = tmp_path / "notebook_check.json"
+    proc = subprocess.run([sys.executable, "benchmarks/gpu/notebook.py", "--work", str(tmp_path / "work"),
+                           "--pack", str(_pack_tokenizers(tiny_model_dir, tmp_path)), "--json", str(report)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(report.read_text())
+    assert doc["tiny_model"].startswith("built from the pack's tokenizer")
+    assert doc["all_cells_ran"] and [c["cell"] for c in doc["cells"]] == list(range(1, 10))
+    assert [m["device"] for m in doc["models"]] == ["cpu"] and doc["unsloth_imported"]
+    assert {"reczero-music/adapter/adapter_model.safetensors", "reczero-music/rewards.png",
+            "reczero-music/eval/test/confusion.png", "reczero-music-merged/model.safetensors"} <= set(doc["files"])
+    assert doc["test_metrics"]["run"] == "reczero-music" and doc["test_metrics"]["n"] > 0
+
+
+def test_the_notebook_runner_stops_first_on_a_missing_package(tmp_path, monkeypatch):
+    """A machine without one of the notebook's packages gets their pip names, before anything runs."""
+    from benchmarks.gpu import notebook
+
+    monkeypatch.setenv("UNSLOTH_FORCE_CPU", "1")  # what the runner sets for a CPU run, restored after
+    monkeypatch.setitem(notebook.NEEDED, "no_such_module_here", "no-such-package")
+    report = tmp_path / "r.json"
+    code = notebook.main(["--work", str(tmp_path / "work"), "--device", "cpu", "--json", str(report)])
+    doc = json.loads(report.read_text())
+    assert code == 2 and doc["missing"] == ["no-such-package"] and "cells" not in doc
+    assert not (tmp_path / "work").exists()
+
+
+def _part(root: Path, package: str, tokenizers: bool) -> Path:
+    """A carried pack folder as pack.py writes it: pack.tar.xz holding wheels/ (and tokenizers/)."""
+    import tarfile
+
+    staging = root / f"staging-{package}"
+    (staging / "wheels").mkdir(parents=True)
+    _wheel(staging / "wheels", {f"{package}/__init__.py": b"VALUE = 1\n"}, name=package)
+    if tokenizers:
+        (staging / "tokenizers" / "smollm2").mkdir(parents=True)
+        (staging / "tokenizers" / "smollm2" / "tokenizer.json").write_text("{}")
+    folder = root / f"pack-{package}"
+    folder.mkdir()
+    with tarfile.open(folder / "pack.tar.xz", "w:xz") as tar:
+        for sub in sorted(staging.iterdir()):
+            tar.add(sub, arcname=sub.name)
+    return folder
+
+
+def test_check_sh_installs_each_carried_part_once(tmp_path):
+    """`check.sh install`: the training part, then the notebook part carried in a later run on the
+    same machine: its wheels join the first part's in one folder, and nothing installs twice."""
+    train, notebook = _part(tmp_path, "kit_part_a", True), _part(tmp_path, "kit_part_b", False)
+    work = tmp_path / "work"
+
+    def install(packs: list[Path], code: int = 0) -> str:
+        env = dict(os.environ, PACK=" ".join(map(str, packs)), PYTHON=sys.executable, KIT_GPU_WORK=str(work))
+        proc = subprocess.run(["bash", "benchmarks/gpu/check.sh", "install"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == code, proc.stderr[-2000:]
+        return proc.stdout + proc.stderr
+
+    assert "no pack.tar.xz in" in install([tmp_path / "nothing-carried"], code=2)
+
+    first = install([train])
+    assert f"installed 1 wheels of {train}" in first
+    later = install([train, notebook])
+    assert f"installed 1 wheels of {notebook}" in later and f"of {train}" not in later
+    assert {p.name for p in (work / "site").iterdir() if not p.name.startswith(".")} >= {"kit_part_a", "kit_part_b"}
+    assert (work / "unpacked" / train.name / "tokenizers" / "smollm2" / "tokenizer.json").is_file()
+    assert "installed" not in install([train, notebook])

