@@ -28,11 +28,11 @@ def in_colab() -> bool:
 
 
 def require_gpu() -> str:
-    """The GPU's name; a clear stop when the runtime has none (smoke: 'cpu (smoke)')."""
-    if SMOKE:
-        return "cpu (smoke setting)"
+    """The GPU's name; a clear stop when the runtime has none (the smoke setting runs anywhere)."""
     import torch
 
+    if SMOKE:
+        return f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'} (smoke setting)"
     if not torch.cuda.is_available():
         raise SystemExit("No GPU in this runtime: Runtime > Change runtime type > T4 GPU (or better), then "
                          "Runtime > Run all. On CPU use `make demo` from a clone instead.")
