@@ -16,19 +16,21 @@ BACKENDS = ("unsloth", "trl")
 ENV = "KIT_BACKEND"
 
 
+def _known(name: str, where: str) -> str:
+    if name not in BACKENDS:
+        raise ConfigError(f"{where}{name!r} is not a backend: use one of {', '.join(BACKENDS)}")
+    return name
+
+
 def requested_backend() -> str:
     """The backend KIT_BACKEND names (unsloth when unset); a clear stop on a typo."""
-    name = os.environ.get(ENV, "unsloth") or "unsloth"
-    if name not in BACKENDS:
-        raise ConfigError(f"{ENV}={name!r} is not a backend: use one of {', '.join(BACKENDS)}")
-    return name
+    return _known(os.environ.get(ENV, "unsloth") or "unsloth", f"{ENV}=")
 
 
 def select_backend(name: str) -> str:
     """Make `name` this process's backend and import its stack (kit.runtime). A process that has
     already imported the other one cannot switch: Unsloth's patches stay for its lifetime."""
-    if name not in BACKENDS:
-        raise ConfigError(f"backend: {name!r} is not a backend: use one of {', '.join(BACKENDS)}")
+    _known(name, "backend: ")
     runtime = sys.modules.get("kit.runtime")
     if runtime is None:
         os.environ[ENV] = name

@@ -91,12 +91,18 @@ def pair_sample(pair: dict, data, cfg: KitConfig, users: set[str]) -> tuple[dict
     return sample, None
 
 
+def rated_already(out: Path) -> dict[str, dict]:
+    """The records an earlier run appended to `out`, by pair key."""
+    return {r["key"]: r for r in read_jsonl(out)}
+
+
 def rate_pairs(loaded: Any, pairs: list[dict], data, cfg: KitConfig, out: Path,
-               progress: Callable[[int], None] | None = None) -> list[dict]:
-    """One record per pair, appended to `out` batch by batch (pairs already there are skipped)."""
+               progress: Callable[[int], None] | None = None, done: dict[str, dict] | None = None) -> list[dict]:
+    """One record per pair, appended to `out` batch by batch (pairs already there, in `done` when
+    the caller has read them, are skipped)."""
     from kit.evaluate import answer_rows, fit_fields, ratings_of_answers
 
-    done = {r["key"]: r for r in read_jsonl(out)}
+    done = rated_already(out) if done is None else dict(done)
     users = set(data.interactions["user_id"].unique().to_list())
     todo = [p for p in pairs if pair_key(p) not in done]
     batch = max(1, cfg.evaluation.batch_size)
@@ -165,11 +171,12 @@ def main(argv: list[str] | None = None) -> int:
 
         data = load_task_data(cfg)
         loaded = load_adapter(cfg.model, adapter, device=cfg.device)
-        already = len({pair_key(p) for p in pairs} & {r.get("key") for r in read_jsonl(out)})
+        done = rated_already(out)
+        already = len({pair_key(p) for p in pairs} & set(done))
         if already:
             print(f"kit: {already} of {len(pairs)} pairs already rated in {out}; rating the rest", file=sys.stderr)
         bar = tqdm(total=len(pairs), initial=already, desc="rating pairs", unit="pair")
-        records = rate_pairs(loaded, pairs, data, cfg, out, progress=lambda n: bar.update(n - bar.n))
+        records = rate_pairs(loaded, pairs, data, cfg, out, progress=lambda n: bar.update(n - bar.n), done=done)
         bar.close()
     except (ConfigError, PairsError, FileNotFoundError) as exc:
         print(f"kit: error: {exc}", file=sys.stderr)

@@ -201,3 +201,15 @@ def test_four_bit_run_trains_saves_and_reloads(tmp_path, tiny_model_dir):
     assert yaml.safe_load((out / "config.yaml").read_text())["model"]["load_in_4bit"] is True
     assert json.loads((out / "eval_after.json").read_text())["metrics"]["n"] == 4
     assert "Unsloth" not in proc.stdout + proc.stderr
+
+
+def test_a_backend_typo_is_a_clear_stop(monkeypatch):
+    """A misspelt backend, in the environment or in a config, names where it came from and the choices."""
+    from kit.backend import requested_backend, select_backend
+    from kit.config import ConfigError
+
+    monkeypatch.setenv("KIT_BACKEND", "tlr")
+    with pytest.raises(ConfigError, match=r"KIT_BACKEND='tlr' is not a backend: use one of unsloth, trl"):
+        requested_backend()
+    with pytest.raises(ConfigError, match=r"backend: 'unslot' is not a backend: use one of unsloth, trl"):
+        select_backend("unslot")
