@@ -141,10 +141,11 @@ def main(argv: list[str] | None = None) -> int:
 
         doc["card"] = torch.cuda.get_device_name(0)
         reset_peak("cuda")
+    cells = code_cells(args.notebook)
     t0 = time.time()
-    doc["cells"] = run_cells(code_cells(args.notebook), args.notebook.stem)
+    doc["cells"] = run_cells(cells, args.notebook.stem)
     doc["seconds"] = round(time.time() - t0, 1)
-    doc["all_cells_ran"] = "error" not in doc["cells"][-1] and len(doc["cells"]) == len(code_cells(args.notebook))
+    doc["all_cells_ran"] = len(doc["cells"]) == len(cells) and "error" not in doc["cells"][-1]
     doc["models"] = loaded_models()
     doc["unsloth_imported"] = "unsloth" in sys.modules
     doc["memory"] = peak_memory(args.device)
