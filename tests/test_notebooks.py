@@ -11,14 +11,10 @@ import os
 import pytest
 import yaml
 
+from benchmarks.gpu.notebook import code_cells
 from tests.conftest import REPO
 
 NOTEBOOKS = ["reczero_colab.ipynb", "recone_colab.ipynb", "your_data_colab.ipynb", "app_colab.ipynb"]
-
-
-def _code(name: str) -> list[str]:
-    nb = json.loads((REPO / "notebooks" / name).read_text())
-    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -33,7 +29,7 @@ def test_notebooks_are_stored_without_outputs(name):
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_every_kit_name_a_notebook_imports_exists(name):
     imported = []
-    for src in _code(name):
+    for src in code_cells(REPO / "notebooks" / name):
         tree = ast.parse(src)
         imported += [(node.module, alias.name) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
                      and (node.module or "").startswith("kit") for alias in node.names]

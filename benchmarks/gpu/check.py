@@ -27,7 +27,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.gpu.measure import (counting_generate, grpo_steps, peak_memory, reset_peak,  # noqa: E402
-                                    resolve_device_and_output, run_child, step_seconds, summarize_steps)
+                                    resolve_device_and_output, run_child, step_seconds, summarize_steps,
+                                    write_json)
 from benchmarks.gpu.random_models import build_random_model, tokenizer_dir_for  # noqa: E402
 
 DEFAULT_WORK = Path(os.environ.get("KIT_GPU_WORK", "/tmp/kit-gpu-check"))
@@ -156,14 +157,6 @@ def _as_list(value) -> list[int]:
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def write_json(doc: dict, path: Path | None) -> None:
-    text = json.dumps(doc, indent=1)
-    print(text, flush=True)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text + "\n")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -15,6 +15,15 @@ from typing import Any, Iterator
 MIB = 1024 * 1024
 
 
+def write_json(doc: dict, path: Path | None) -> None:
+    """Print the report, and write it to `path` too when given."""
+    text = json.dumps(doc, indent=1)
+    print(text, flush=True)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+
+
 def reset_peak(device: str) -> None:
     if device == "cuda":
         import torch

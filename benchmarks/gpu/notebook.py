@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.gpu.measure import peak_memory, reset_peak, resolve_device_and_output  # noqa: E402
+from benchmarks.gpu.measure import peak_memory, reset_peak, resolve_device_and_output, write_json  # noqa: E402
 
 DEFAULT_WORK = Path(os.environ.get("KIT_GPU_WORK", "/tmp/kit-gpu-check")) / "notebook"
 # imported by the RecZero notebook's cells and what they call (module name: pip name)
@@ -60,6 +60,7 @@ def ensure_tiny_model(pack_tokenizers: Path | None) -> str:
 
 
 def code_cells(notebook: Path) -> list[str]:
+    """The notebook's code cells, as source text, in order."""
     nb = json.loads(notebook.read_text())
     return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
 
@@ -155,11 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _finish(doc: dict[str, Any], path: Path | None, code: int) -> int:
-    text = json.dumps(doc, indent=1, default=str)
-    print(text)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text + "\n")
+    write_json(doc, path)
     return code
 
 
