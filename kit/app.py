@@ -27,7 +27,7 @@ from kit.config import ConfigError, KitConfig, config_for_run
 from kit.data import FittedPrompt, TaskData, fit_prompt, load_task_data
 from kit.prompts import clip
 from kit.evaluate import ratings_of_answers
-from kit.rewards import RecipeReward, load_recipe_rewards, parse_answer, reward_breakdown
+from kit.rewards import RecipeReward, is_consistent, load_recipe_rewards, match_result, parse_answer, reward_breakdown
 
 MAX_NEW_TOKENS = 1024
 MAX_ANSWERS = 8
@@ -192,24 +192,33 @@ def answer_panels(text: str, sample: dict, scale: tuple[float, float], rewards: 
     """The four stages as markdown panels, the rating card, the recipe's reward breakdown
     (each reward, its weight, the weighted total training optimised), what is wrong. With the
     prompt as `evidence`, each claimed aspect is marked found in it or not (kit.grounding)."""
-    from kit.grounding import aspect_of, check_claims
+    from kit.grounding import check_claims, item_claim
 
     parsed = parse_answer(text, scale, style)
     sec = parsed.sections
     item_lines = [ln.strip() for ln in sec.get("analyze item", "").splitlines() if ln.strip()]
-    pos = [ln[5:].strip() for ln in item_lines if ln.lower().startswith("[pos]")]
-    neg = [ln[5:].strip() for ln in item_lines if ln.lower().startswith("[neg]")]
-    other = [ln for ln in item_lines if not ln.lower().startswith(("[pos]", "[neg]"))]
+    marked = {ln: item_claim(ln) for ln in item_lines}
+    pos = [ln for ln, c in marked.items() if c and c[0] == "pos"]
+    neg = [ln for ln, c in marked.items() if c and c[0] == "neg"]
+    other = [ln for ln, c in marked.items() if c is None]
     esc = html.escape
     claims = check_claims(text, evidence, style) if evidence else []
     marks = {(c.kind, c.text): c.supported for c in claims}
 
-    def line(kind: str, p: str) -> str:
-        mark = marks.get((kind, aspect_of(p)))
-        return f"- {esc(p)}" + ("" if mark is None else " ✓ _in the prompt_" if mark else " ✗ _not in the prompt_")
+    def line(ln: str) -> str:
+        if ln not in marked:
+            return f"- {esc(ln)}"
+        kind, aspect, quotes = marked[ln]
+        shown = ln[5:].strip() if ln.lower().startswith(f"[{kind}]") else ln.lstrip("-*• ")
+        checks = [marks.get((kind, aspect)), *(marks.get(("quote", q)) for q in quotes)]
+        if any(c is None for c in checks):
+            return f"- {esc(shown)}"
+        ok = all(checks)
+        return f"- {esc(shown)}" + (" ✓ _in the prompt_" if ok else " ✗ _not in the prompt_")
 
-    item_md = "\n".join([esc(x) for x in other] + ["", "**Likely to like**"] + [line("pos", p) for p in pos or ["(none)"]]
-                        + ["", "**Likely to dislike**"] + [line("neg", n) for n in neg or ["(none)"]])
+    item_md = "\n".join([esc(x.lstrip("-*• ")) for x in other] + ["", "**Likely to like**"]
+                        + [line(p) for p in pos or ["(none)"]]
+                        + ["", "**Likely to dislike**"] + [line(n) for n in neg or ["(none)"]])
     if claims:
         found = sum(c.supported for c in claims)
         item_md += (f"\n\n_Grounded: {found} of {len(claims)} claims (aspects and preferences) occur in the "
@@ -228,8 +237,13 @@ def answer_panels(text: str, sample: dict, scale: tuple[float, float], rewards: 
     table = "\n".join(["| reward | weight | value |", "|---|---|---|"] +
                       [f"| {name} | {b['weights'][name]:g} | {v:+.3f} |" for name, v in b["rewards"].items()] +
                       [f"| weighted total | | {b['total']:+.3f} |"])
+    agrees = is_consistent(parsed, scale)
+    match_md = esc(sec.get("match", "")) or "_(missing)_"
+    if agrees is not None:
+        match_md += (f"\n\n_The rating {'follows from' if agrees else 'does not follow from'} the match "
+                     f"(it arrives at {match_result(parsed):g})._")
     return {"user": esc(sec.get("analyze user", "")) or "_(missing)_", "item": item_md,
-            "match": esc(sec.get("match", "")) or "_(missing)_", "rating": verdict, "rewards": table,
+            "match": match_md, "rating": verdict, "rewards": table,
             "raw": text, "valid": "yes" if parsed.valid else "no"}
 
 

@@ -13,7 +13,7 @@ and a trainer stops early, saying so, when its next step would eat into what fol
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 from kit.progress import format_duration
@@ -31,6 +31,7 @@ class Sizes:
     eval_rounds: tuple[str, ...]  # which of eval_before / eval_primed / eval_after still run
     priming_steps: int  # 0: no priming (disabled or already done)
     grpo_steps: int
+    before_pairs: int | None = None  # the base model's round on fewer pairs (None: eval_pairs)
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,9 @@ def _estimates(sizes: Sizes, costs: Costs) -> dict[str, float]:
     for stage in STAGES:
         if stage.startswith("eval_"):
             if stage in sizes.eval_rounds:
-                pairs = sizes.eval_pairs - (costs.done_pairs if stage == "eval_before" else 0)
+                pairs = sizes.eval_pairs
+                if stage == "eval_before":
+                    pairs = min(pairs, sizes.before_pairs or pairs) - costs.done_pairs
                 est[stage] = max(0, pairs) * costs.per_pair + costs.per_stage_setup / 2
         elif stage == "priming" and sizes.priming_steps:
             est[stage] = sizes.priming_steps * costs.per_priming_step + costs.per_stage_setup
@@ -131,7 +134,8 @@ def _scaled(limits: Sizes, floors: Sizes, f: float) -> Sizes:
         return min(limit, max(min(floor, limit), math.floor(limit * f + 1e-9)))
 
     return Sizes(one(limits.eval_pairs, floors.eval_pairs), limits.eval_rounds,
-                 one(limits.priming_steps, floors.priming_steps), one(limits.grpo_steps, floors.grpo_steps))
+                 one(limits.priming_steps, floors.priming_steps), one(limits.grpo_steps, floors.grpo_steps),
+                 limits.before_pairs)
 
 
 def make_plan(limits: Sizes, floors: Sizes, costs: Costs, budget_s: float | None, spent_s: float,
@@ -246,6 +250,6 @@ class Timeline:
             why = "the stages before took longer than planned" if steps < planned else \
                 "the stages before were faster than planned"
             say(f"kit: GRPO: {planned} -> {steps} steps ({why}; the recipe's {plan.limits.grpo_steps} is the most)")
-            plan.sizes = Sizes(plan.sizes.eval_pairs, plan.sizes.eval_rounds, plan.sizes.priming_steps, steps)
+            plan.sizes = replace(plan.sizes, grpo_steps=steps)
             plan.estimates["grpo"] = steps * plan.costs.per_grpo_step + plan.costs.per_stage_setup
         return steps

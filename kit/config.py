@@ -203,6 +203,9 @@ class ModelConfig(_Strict):
 
 class PromptConfig(_Strict):
     style: Literal["reczero", "think_answer", "answer_only"] = "reczero"
+    template: Literal["full", "compact"] = Field(
+        "full", description="full: the paper's user message (every field of every item, the item's recent reviews); "
+        "compact: the target first, then only the user's own reviews (for data whose reviews state the tastes)")
     max_prompt_tokens: int = Field(1536, ge=32, description="prompts longer than this are dropped, and counted")
 
 
@@ -216,6 +219,9 @@ class PrimingConfig(_Strict):
     batch_size: int = Field(4, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     traces: Optional[str] = Field(None, description="JSONL of {prompt/messages, completion} traces; default: synthetic reference answers")
+    keep: Literal["all", "correct"] = Field(
+        "all", description="synthetic reference answers: all of them, or (RecOne's rejection sampling) only those "
+                           "whose rating equals the truth; `samples` counts the answers kept")
 
 
 class GRPOSettings(_Strict):
@@ -240,7 +246,13 @@ class GRPOSettings(_Strict):
                                 "learnable); None = epsilon (symmetric clipping). Set explicitly on every device: "
                                 "Unsloth on a GPU would otherwise put 0.28 where plain TRL on CPU clips at epsilon")
     loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "dapo"
-    scale_rewards: Literal["group", "batch", "none"] = "group"
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group", description="advantages divided by the group's reward spread (group), the batch's (batch), or "
+                             "not at all (none: a small reward gap stays a small step)")
+    zero_variance: Literal["keep", "skip"] = Field(
+        "skip", description="groups whose answers all earn the same reward: skip = out of the loss, and a new "
+                            "batch of prompts drawn when none is left (kit.zero_variance); keep = TRL's behaviour")
+    max_redraws: int = Field(2, ge=0, description="zero_variance=skip: new batches drawn at most per step")
     num_iterations: int = Field(1, ge=1)
     mask_truncated_completions: bool = False
     logging_steps: int = Field(1, ge=1)
@@ -280,6 +292,9 @@ class EvalConfig(_Strict):
     max_new_tokens: int = Field(256, ge=1)
     batch_size: int = Field(8, ge=1)
     before_training: bool = True
+    before_samples: Optional[int] = Field(
+        None, ge=1, description="score the base model on only the first N of the evaluation pairs (a small model "
+                                "writes no valid answer before training, so more pairs only cost time); null: all")
     decode: Literal["greedy", "expected", "mean_of_n"] = Field(
         "greedy", description="the model's prediction: the rating it wrote (greedy), the expected rating of its "
         "distribution after the rating tag (expected), or the mean of n sampled answers (mean_of_n: "

@@ -24,46 +24,51 @@ def _test(c: dict) -> str:
 
 HEADS = {"better": "training helped", "worse": "training made the rating error worse",
          "no detectable difference": "no detectable change in the rating error"}
-STANDING = {"better": "the trained model is better", "worse": "the trained model is worse",
-            "no detectable difference": "no detectable difference"}
 
 
 def verdict(summary: dict) -> str:
     """One paragraph, in words, from the paired tests in the summary (kit.report): did training
-    help, did GRPO add to priming, how the model stands against the best baseline on the same
-    pairs, and how wide the evaluation's interval is."""
+    help, did GRPO add to priming, how each trained round stands against each baseline tested on
+    the same pairs (each with its difference and p-value), and how wide the evaluation's interval is."""
     after = summary.get("eval_after")
     if not after:
         return ("Verdict: no held-out evaluation ran (evaluation.enabled=false), so this run cannot say whether "
                 "training helped; evaluate it with the first command below.")
     n = after["n"]
-    tests = {c["b"]: c for c in summary.get("comparisons", [])}
+    after_label, primed_label = ROUND_LABELS["eval_after"], ROUND_LABELS["eval_primed"]
+    tests = {(c["a"], c["b"]): c for c in summary.get("comparisons", [])}
     start_key = "eval_before" if summary.get("eval_before") else "eval_primed" if summary.get("eval_primed") else None
     parts: list[str] = []
     if start_key:
         start, label = summary[start_key], ROUND_LABELS[start_key]
-        c = tests.get(label)
+        c = tests.get((after_label, label))
         head = HEADS[c["outcome"]] if c else "training changed the MAE (no paired test on record)"
+        on = f" on {c['n']} pairs" if c and c["n"] != n else ""
         parts.append(f"Verdict: {head}: MAE {start['mae']:.3f} ({label}) -> {after['mae']:.3f} after training"
-                     + (f" ({_test(c)})" if c else "") + f"; {_valid(start)} -> {after['valid_n']}/{n}.")
+                     + (f" ({_test(c)}{on})" if c else "") + f"; {_valid(start)} -> {after['valid_n']}/{n}.")
         if start["valid_n"] == 0:
             parts.append(f"None of the {label}'s answers was valid, so its MAE is that of the fallback "
                          "(the user's earlier average).")
         primed = summary.get("eval_primed")
-        c2 = tests.get(ROUND_LABELS["eval_primed"])
+        c2 = tests.get((after_label, primed_label))
         if primed and start_key == "eval_before" and c2:
             parts.append(f"The SFT (priming) stage alone gave {_valid(primed)} and MAE {primed['mae']:.3f}; against it, "
                          f"GRPO: {c2['outcome']} ({_test(c2)}).")
     else:
         parts.append(f"Verdict: after training, MAE {after['mae']:.3f} with {_valid(after)} "
                      "(no evaluation before training to compare with).")
-    base = next((c for b, c in tests.items() if b.startswith("baseline: ")), None)
-    if base:
-        name = base["b"].removeprefix("baseline: ")
-        best = summary.get("baselines", {}).get(name, {})
-        mae = f" has MAE {best['mae']:.3f}" if best.get("mae") is not None else ""
-        parts.append(f"The best classical baseline on the same pairs, {name},{mae}: {STANDING[base['outcome']]} "
-                     f"({_test(base)}).")
+    baselines = summary.get("baselines", {})
+    for (a, b), c in tests.items():
+        if a != after_label or not b.startswith("baseline: "):
+            continue
+        name = b.removeprefix("baseline: ")
+        mae = baselines.get(name, {}).get("mae")
+        line = (f"Against {name} on the same pairs" + (f" (MAE {mae:.3f})" if mae is not None else "")
+                + f": after GRPO {c['outcome']} ({_test(c)})")
+        sft = tests.get((primed_label, b))
+        if sft:
+            line += f"; after SFT {sft['outcome']} ({_test(sft)})"
+        parts.append(line + ".")
     ci = after.get("mae_ci")
     if ci:
         parts.append(f"With {n} pairs the MAE after training is known to {ci[0]:.2f}-{ci[1]:.2f} (95%); a "

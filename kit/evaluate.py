@@ -33,7 +33,7 @@ from kit.grounding import grounding_summary
 from kit.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from kit.report import (abs_errors, calibration, compare, comparison_line, comparisons_block, metrics_table,
                         public_metrics, reference_rows, score_records, scored_predictions, with_ci)
-from kit.rewards import STYLES, parse_answer
+from kit.rewards import STYLES, is_consistent, parse_answer
 
 
 
@@ -60,7 +60,8 @@ def parse_completions(row: dict, completions: list[str], data: TaskData, style: 
         "user_id": row["user_id"], "item_id": row["item_id"], "rating": float(row["rating"]),
         "user_avg": float(row["user_avg"]), "item_avg": float(row["item_avg"]),
         "prediction": s["mean"], "valid": s["n_valid"] > 0, "problems": s["first"].problems,
-        "graded_format": s["first"].graded, "completion": completions[0],
+        "graded_format": s["first"].graded, "consistent": is_consistent(s["first"], data.scale),
+        "completion": completions[0],
     }
     if len(completions) > 1:
         record.update(answer_ratings=s["ratings"], n_valid=s["n_valid"], spread=s["spread"], completions=completions)
@@ -227,6 +228,16 @@ def grounding_totals(records: list[dict]) -> dict | None:
             "answers_with_claims": sum(1 for g in marked if g["claims"]), "answers": len(marked)}
 
 
+def consistency_totals(records: list[dict]) -> dict | None:
+    """Answers whose rating follows from their own `<match>` (kit.rewards.is_consistent), of the
+    valid answers whose match states a number; None when no record says."""
+    judged = [r["consistent"] for r in records if r.get("consistent") is not None]
+    if not judged:
+        return None
+    return {"share": sum(judged) / len(judged), "consistent": sum(judged), "judged": len(judged),
+            "answers": len(records)}
+
+
 def score_predictions(records: list[dict], scale: tuple[float, float], seed: int = 0) -> dict:
     """Rating metrics with their intervals (kit.report), plus how many prompts were trimmed to fit
     and how many could not fit."""
@@ -242,6 +253,9 @@ def score_predictions(records: list[dict], scale: tuple[float, float], seed: int
     grounded = grounding_totals(records)
     if grounded:
         metrics["grounding"] = grounded
+    agreed = consistency_totals(records)
+    if agreed:
+        metrics["consistency"] = agreed
     metrics["prompts_trimmed"] = sum(1 for r in records if r.get("history_dropped"))
     metrics["prompts_too_long"] = sum(1 for r in records if r.get("prompt_too_long") is not None)
     return metrics

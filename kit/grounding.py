@@ -2,7 +2,9 @@
 
 The point of the method is an explanation a person can check. An answer's claims are:
 - each `[pos]` / `[neg]` line of its item analysis, up to the first comma, semicolon or full
-  stop (the aspect; what follows is usually the reason it gives), and
+  stop (the aspect; what follows is usually the reason it gives), or, in a line that names the
+  aspect first (`dark: "Too dark for my taste." [neg] -1`), the text before the colon;
+- each quotation ("...") in such a line: the evidence the answer cites, and
 - each phrase of its user analysis (split at commas, semicolons, full stops and new lines; a
   label such as "Enjoyed:" is dropped).
 A line that claims nothing ("[pos] nothing they clearly enjoyed", "none") is not counted.
@@ -12,7 +14,10 @@ words of letters and digits, stop words and words under 3 characters are dropped
 "s" is removed from words over 3 characters (so "twists" matches "twist"). A claim is
 *supported* when at least two thirds of its remaining words occur in the prompt the model was
 shown (the item's title, description and reviews, the user's own reviews and ratings). A claim
-with no remaining word (only stop words, or only numbers) is not counted.
+with no remaining word (only stop words, or only numbers) is not counted. A quotation is supported
+only when the prompt holds it word for word (lowercased, spacing collapsed) and it mentions the
+aspect it is cited for: a cited sentence the user never wrote is a fabrication even when its words
+occur elsewhere, and a real sentence about something else is no evidence for this aspect.
 
 `grounding` is also a reward (`{name: grounding}` in a recipe): the supported share of an
 answer's claims, 0 when it makes none (an answer that names nothing earns nothing here).
@@ -29,6 +34,7 @@ SUPPORT = 2 / 3
 _WORD = re.compile(r"[a-z0-9]+")
 _SPLIT = re.compile(r"[,;.\n]")
 _EMPTY = ("nothing", "none", "no ", "n/a", "unknown")
+_QUOTE = re.compile(r'"([^"]{3,})"')
 STOP_WORDS = frozenset("""
 a about above after again against all also an and any are as at be because been before being below between
 both but by can could did do does doing down during each even few for from further had has have having he her
@@ -63,33 +69,63 @@ def aspect_of(line: str) -> str:
     return _SPLIT.split(line, maxsplit=1)[0].strip()
 
 
-def claims_of(answer: Any, style: str = "reczero") -> list[tuple[str, str]]:
-    """(kind, text) of every claim in the answer's item and user analyses (reczero style only)."""
+def item_claim(line: str) -> tuple[str, str, list[str]] | None:
+    """("pos" or "neg", the aspect, the quotations) of one item-analysis line, or None when it
+    marks nothing: "[pos] twisty, like their favourites" or
+    '- dark: "Too dark for my taste." [neg] -1' (the aspect named first, before a colon)."""
+    line = line.strip()
+    low = line.lower()
+    for tag in ("pos", "neg"):
+        if low.startswith(f"[{tag}]"):
+            return tag, aspect_of(line[len(tag) + 2:]), _QUOTE.findall(line)
+        if f"[{tag}]" in low and ":" in line:
+            return tag, line.split(":", 1)[0].strip().lstrip("-*• ").strip(), _QUOTE.findall(line)
+    return None
+
+
+def _claims(answer: Any, style: str) -> list[tuple[str, str, str | None]]:
+    """(kind, text, the aspect a quotation is cited for) of every claim (reczero style only)."""
     if style != "reczero":
         return []
     sections = parse_answer(answer, (0.0, 1e9), style).sections  # the scale does not matter here
-    found: list[tuple[str, str]] = []
+    found: list[tuple[str, str, str | None]] = []
     for line in sections.get("analyze item", "").splitlines():
-        low = line.strip().lower()
-        for tag in ("pos", "neg"):
-            if low.startswith(f"[{tag}]"):
-                aspect = aspect_of(line.strip()[len(tag) + 2:])
-                if aspect and not aspect.lower().startswith(_EMPTY):
-                    found.append((tag, aspect))
+        claim = item_claim(line)
+        if claim is None:
+            continue
+        tag, aspect, quotes = claim
+        if aspect and not aspect.lower().startswith(_EMPTY):
+            found.append((tag, aspect, None))
+        found += [("quote", q, aspect) for q in quotes]
     for phrase in _SPLIT.split(sections.get("analyze user", "")):
         phrase = phrase.split(":", 1)[-1].strip()
         if phrase and not phrase.lower().startswith(_EMPTY):
-            found.append(("user", phrase))
+            found.append(("user", phrase, None))
     return found
 
 
+def claims_of(answer: Any, style: str = "reczero") -> list[tuple[str, str]]:
+    """(kind, text) of every claim in the answer's item and user analyses (reczero style only)."""
+    return [(kind, text) for kind, text, _ in _claims(answer, style)]
+
+
+def _squeezed(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
 def check_claims(answer: Any, evidence: str, style: str = "reczero") -> list[Claim]:
-    """Each countable claim of the answer, marked supported or not by the evidence text."""
+    """Each countable claim of the answer, marked supported or not by the evidence text. A quote
+    is supported only when the evidence holds it word for word (case and spacing aside) and it
+    mentions the aspect it is cited for."""
     shown = set(words(evidence))
+    verbatim = _squeezed(evidence)
     out = []
-    for kind, text in claims_of(answer, style):
+    for kind, text, about in _claims(answer, style):
         ws = tuple(words(text))
-        if ws:
+        if kind == "quote":
+            on_topic = set(words(about or "")) <= set(ws)
+            out.append(Claim(kind, text, ws, on_topic and _squeezed(text) in verbatim))
+        elif ws:
             out.append(Claim(kind, text, ws, sum(w in shown for w in ws) >= SUPPORT * len(ws)))
     return out
 

@@ -457,8 +457,8 @@ def _generate_hf(loaded, prompts, max_new_tokens, temperature, top_p, batch_size
 # --------------------------------------------------------------------------- adapters and trainers
 
 def trainer_flags(cfg: ModelConfig) -> dict:
-    """The device, precision and backend flags of a TRL trainer on this machine. Unsloth sets
-    gradient checkpointing on the model itself; with backend=trl the trainer does."""
+    """The device, precision and backend flags of a TRL trainer on this machine. On a GPU Unsloth
+    sets gradient checkpointing on the model itself; with backend=trl, or on a CPU, the trainer does."""
     from kit.processes import world_size
 
     flags: dict[str, Any] = {}
@@ -468,6 +468,9 @@ def trainer_flags(cfg: ModelConfig) -> dict:
         if world_size() > 1:  # every LoRA weight gets a gradient: DDP need not search for unused ones
             flags["ddp_find_unused_parameters"] = False
     if not has_gpu():
+        # TRL's trainers default gradient checkpointing to on; on a CPU Unsloth leaves the model as
+        # plain transformers, so without this the recipe's `false` would silently recompute every layer
+        flags.setdefault("gradient_checkpointing", cfg.gradient_checkpointing)
         return {**flags, "use_cpu": True, "bf16": False, "fp16": False}
     import torch
 

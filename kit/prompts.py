@@ -43,8 +43,13 @@ def _num(x: float) -> str:
     return f"{x:g}"
 
 
-def system_prompt(style: str, scale: tuple[float, float]) -> str:
-    return _env().get_template(f"{style}_system.j2").render(scale_min=_num(scale[0]), scale_max=_num(scale[1])).strip()
+def system_prompt(style: str, scale: tuple[float, float], template: str = "full") -> str:
+    """The instruction for a prompt style; a template may have a shorter one of its own
+    (`reczero_system_compact.j2`: the same four stages in a third of the tokens)."""
+    name = f"{style}_system_{template}.j2"
+    if template == "full" or not (PROMPTS_DIR / name).is_file():
+        name = f"{style}_system.j2"
+    return _env().get_template(name).render(scale_min=_num(scale[0]), scale_max=_num(scale[1])).strip()
 
 
 _EMPTY_ITEM = {"title": "(unknown item)", "categories": [], "brand": None, "price": None, "features": [], "description": ""}
@@ -55,11 +60,16 @@ def _item(items: Mapping[str, Mapping], item_id: str) -> dict:
     return {**_EMPTY_ITEM, **(dict(found) if found else {"title": f"item {item_id}"})}
 
 
+TEMPLATES = {"full": "user.j2", "compact": "user_compact.j2"}
+
+
 def user_prompt(sample: Mapping, items: Mapping[str, Mapping], review_chars: int = 400,
-                description_chars: int = 400, summary_chars: int = 200) -> str:
-    """The four inputs: user history, user average, target item (+ its recent ratings), item average."""
+                description_chars: int = 400, summary_chars: int = 200, template: str = "full") -> str:
+    """The four inputs: user history, user average, target item (+ its recent ratings), item average.
+    `template`: "full" (the paper's: every field of every item) or "compact" (the target first, then
+    the user's reviews; see templates/prompts/user_compact.j2)."""
     history = [{**h, "item": _item(items, h["item_id"])} for h in sample["user_history"]]
-    return _env().get_template("user.j2").render(
+    return _env().get_template(TEMPLATES[template]).render(
         user_history=history, user_avg=sample["user_avg"], user_count=sample["user_count"],
         item=_item(items, sample["item_id"]), item_history=list(sample["item_history"]),
         item_avg=sample["item_avg"], item_count=sample["item_count"],
@@ -68,9 +78,9 @@ def user_prompt(sample: Mapping, items: Mapping[str, Mapping], review_chars: int
 
 
 def build_messages(sample: Mapping, items: Mapping[str, Mapping], style: str,
-                   scale: tuple[float, float], **clip_sizes: int) -> list[dict[str, str]]:
-    return [{"role": "system", "content": system_prompt(style, scale)},
-            {"role": "user", "content": user_prompt(sample, items, **clip_sizes)}]
+                   scale: tuple[float, float], template: str = "full", **clip_sizes: int) -> list[dict[str, str]]:
+    return [{"role": "system", "content": system_prompt(style, scale, template)},
+            {"role": "user", "content": user_prompt(sample, items, template=template, **clip_sizes)}]
 
 
 def render_chat(tokenizer, messages: list[dict[str, str]]) -> str:

@@ -236,18 +236,26 @@ def grounded_cell(g: dict | None) -> str:
     return f"{g['supported']}/{g['claims']} ({g['share']:.0%})"
 
 
+def consistency_cell(c: dict | None) -> str:
+    """'58/64 (91%)': answers whose rating follows from their own match, of those that state one."""
+    if not c or not c.get("judged"):
+        return "-"
+    return f"{c['consistent']}/{c['judged']} ({c['share']:.0%})"
+
+
 def summary_table(models: dict[str, dict], baselines: dict[str, dict], floor: dict | None) -> str:
     """The training summary's table: the before / after rows, the baselines on the same pairs and
     the noise floor."""
-    lines = ["| model | valid answers | MAE [95% CI] | RMSE [95% CI] | MAE (valid only) | grounded claims |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| model | valid answers | MAE [95% CI] | RMSE [95% CI] | MAE (valid only) | grounded claims | "
+             "rate follows match |", "|---|---|---|---|---|---|---|"]
     for label, m in models.items():
         lines.append(f"| {label} | {m['valid_n']}/{m['n']} | {with_ci(m, 'mae')} | {with_ci(m, 'rmse')} | "
-                     f"{_num(m.get('valid_mae'), 3)} | {grounded_cell(m.get('grounding'))} |")
+                     f"{_num(m.get('valid_mae'), 3)} | {grounded_cell(m.get('grounding'))} | "
+                     f"{consistency_cell(m.get('consistency'))} |")
     for name, m in baselines.items():
-        lines.append(f"| baseline: {name} | - | {with_ci(m, 'mae')} | {with_ci(m, 'rmse')} | - | - |")
+        lines.append(f"| baseline: {name} | - | {with_ci(m, 'mae')} | {with_ci(m, 'rmse')} | - | - | - |")
     if floor:
-        lines.append(f"| oracle (noise floor) | - | {_num(floor['mae'], 3)} | {_num(floor['rmse'], 3)} | - | - |")
+        lines.append(f"| oracle (noise floor) | - | {_num(floor['mae'], 3)} | {_num(floor['rmse'], 3)} | - | - | - |")
     lines.append("Malformed answers are scored with the user's earlier average (never with the truth); "
                  "intervals: 95% bootstrap over pairs.")
     return "\n".join(lines)

@@ -143,6 +143,32 @@ def parse_answer(text: Any, scale: tuple[float, float], style: str = "reczero") 
     return out
 
 
+def round_rating(value: float, scale: tuple[float, float]) -> int:
+    """A score as a whole rating: half up (3.5 -> 4, unlike Python's round), then inside the scale."""
+    return int(min(scale[1], max(scale[0], math.floor(value + 0.5 + 1e-9))))
+
+
+def match_result(parsed: ParsedAnswer) -> float | None:
+    """The number an answer's `<match>` block arrives at: its last number (None when it states none)."""
+    found = _NUMBER.findall(parsed.sections.get("match", ""))
+    if not found:
+        return None
+    value = float(found[-1])
+    return value if math.isfinite(value) else None
+
+
+def is_consistent(parsed: ParsedAnswer, scale: tuple[float, float]) -> bool | None:
+    """Whether the rating follows from the answer's own reasoning: `<rate>` equals the number its
+    `<match>` arrives at, as written or as a whole rating (half up, inside the scale). None when
+    the answer is malformed or its match states no number (nothing to agree with)."""
+    if not parsed.valid or parsed.rating is None:
+        return None
+    result = match_result(parsed)
+    if result is None:
+        return None
+    return abs(parsed.rating - result) < 1e-9 or parsed.rating == round_rating(result, scale)
+
+
 # --------------------------------------------------------------------------- helpers
 
 def _column(kwargs: dict, name: str, n: int, default: Any) -> list:
@@ -237,6 +263,10 @@ def _graded_format(completion, kwargs, i):
     return parse_answer(completion, _scale_at(kwargs, i), "reczero").graded
 
 
+def _consistency(completion, kwargs, i):
+    return 1.0 if is_consistent(parse_answer(completion, _scale_at(kwargs, i), "reczero"), _scale_at(kwargs, i)) else 0.0
+
+
 def exact_match(completions: Sequence[Any], *, hit: float = 2.0, miss: float = -1.5, **kwargs: Any) -> list[float]:
     """Ablation: `hit` when the valid prediction equals the truth, `miss` otherwise (a recipe
     sets both: {name: exact_match, kwargs: {hit: 2.0, miss: -1.5}})."""
@@ -254,6 +284,8 @@ REWARDS: dict[str, RewardFn] = {
     "graded_format": _named(_safe(_graded_format, 0.0), "graded_format",
                             "Fraction (0-1) of the format checks passed: partial credit for small models."),
     "exact_match": exact_match,
+    "consistency": _named(_safe(_consistency, 0.0), "consistency",
+                          "1 when <rate> follows from the number <match> arrives at (rounded half up), else 0."),
     "think_answer_format": _format_reward("think_answer", "think_answer_format"),
     "think_answer_rating": _rating_reward("think_answer", "think_answer_rating"),
     "answer_only_format": _format_reward("answer_only", "answer_only_format"),

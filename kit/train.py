@@ -22,7 +22,7 @@ from typing import Any, Callable  # noqa: E402
 from kit.budget import Costs, Deadline, Plan, Sizes, Timeline, grpo_step_estimate, make_plan, priming_steps  # noqa: E402
 from kit import stage_cache  # noqa: E402
 from kit.config import ConfigError, KitConfig, check_overrides, dump_config, load_config  # noqa: E402
-from kit.data import to_prompt_dataset  # noqa: E402
+from kit.data import select_references, to_prompt_dataset  # noqa: E402
 from kit.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl  # noqa: E402
 from kit.processes import (gather, is_main, local_world_size, wait_for_everyone, weights_sharded,  # noqa: E402
                            world_size)
@@ -119,9 +119,11 @@ def priming_dataset(cfg: KitConfig, lm, data):
         records = checked_traces(cfg, data)
         return Dataset.from_list([{"prompt": r["prompt"], "completion": as_messages(r["completion"])}
                                   for r in records][: p.samples])
-    frame = data.split("train", p.samples, seed=cfg.seed + 1)
-    ds, _ = to_prompt_dataset(frame, data, cfg, lm.tokenizer, with_reference=True)
-    return ds.select_columns(["prompt", "completion"])
+    chosen = select_references(data, p.samples, p.keep, cfg.data.review_chars, seed=cfg.seed + 1)
+    ds, _ = to_prompt_dataset(chosen.frame, data, cfg, lm.tokenizer, with_reference=True)
+    ds = ds.select_columns(["prompt", "completion"])
+    ds.info.description = json.dumps({"keep": p.keep, "drawn": chosen.drawn, "kept": chosen.kept})
+    return ds
 
 
 def checked_traces(cfg: KitConfig, data) -> list[dict]:
@@ -162,8 +164,9 @@ def run_priming(cfg: KitConfig, lm, data, out: Path, max_steps: int = -1, callba
     if is_main():
         lm.model.save_pretrained(str(out / "priming" / "adapter"))
     wait_for_everyone()
+    kept = json.loads(ds.info.description) if ds.info.description else {}
     return {"steps": result.global_step, "train_loss": result.training_loss, "seconds": round(time.time() - t0, 1),
-            "samples": len(ds)}
+            "samples": len(ds), **kept}
 
 
 def grpo_args(cfg: KitConfig, out: Path, use_vllm: bool, max_steps: int | None = None):
@@ -359,6 +362,7 @@ def grpo_trainer(cfg: KitConfig, lm, data, out: Path, rewards: list[Callable], m
 
     from kit.backend import current_backend
     from kit.model import trl_vllm
+    from kit.zero_variance import with_zero_variance_handling
 
     train_frame = data.split("train", cfg.data.max_train, seed=cfg.seed)
     train_ds, too_long = to_prompt_dataset(train_frame, data, cfg, lm.tokenizer)
@@ -368,7 +372,8 @@ def grpo_trainer(cfg: KitConfig, lm, data, out: Path, rewards: list[Callable], m
         raise SystemExit("kit: no training prompt fits prompt.max_prompt_tokens; raise it or shorten histories")
     watch = RewardWatch(rewards, cfg.grpo.log_completions_every, out / "completions.jsonl", detail, cfg.prompt.style,
                         weights=[r.weight for r in cfg.rewards])
-    trainer = GRPOTrainer(model=lm.model, processing_class=lm.tokenizer, reward_funcs=watch.wrapped(),
+    trainer_cls = with_zero_variance_handling(GRPOTrainer, cfg.grpo.zero_variance, cfg.grpo.max_redraws, cfg.seed)
+    trainer = trainer_cls(model=lm.model, processing_class=lm.tokenizer, reward_funcs=watch.wrapped(),
                           args=grpo_args(cfg, out, lm.fast_inference if current_backend() == "unsloth"
                                          else trl_vllm(cfg.model), max_steps), train_dataset=train_ds,
                           callbacks=[metrics_callback(out / "metrics.jsonl", "grpo"), *(callbacks or [])])
@@ -413,13 +418,13 @@ def plan_run(cfg: KitConfig, lm, data, out: Path, priming_ds, started: float, co
         eval_rounds=_eval_rounds(cfg, out),
         priming_steps=0 if priming_ds is None else priming_steps(
             len(priming_ds), cfg.priming.batch_size, cfg.priming.gradient_accumulation_steps, cfg.priming.epochs),
-        grpo_steps=cfg.grpo.max_steps)
+        grpo_steps=cfg.grpo.max_steps, before_pairs=cfg.evaluation.before_samples)
     previous = json.loads(saved.read_text()) if resume and saved.is_file() else {}
     if previous.get("budget_s"):
         old = previous["sizes"]  # a budget chose them when the run started: keep them
         sizes = Sizes(min(old["eval_pairs"], limits.eval_pairs), limits.eval_rounds,
                       min(old["priming_steps"], limits.priming_steps) if limits.priming_steps else 0,
-                      old["grpo_steps"])
+                      old["grpo_steps"], limits.before_pairs)
         console.say(f"kit: resuming with the sizes planned at the start ({saved})")
         return Plan(sizes, limits, {}, None, time.time() - started), {}, {}
     b = cfg.budget
@@ -438,7 +443,7 @@ def plan_run(cfg: KitConfig, lm, data, out: Path, priming_ds, started: float, co
         per_grpo_step=grpo_step_estimate(figures["grpo_generation_s"],
                                          per_seq * g.per_device_train_batch_size * g.gradient_accumulation_steps),
         done_pairs=len(known))
-    floors = Sizes(eval_pairs=b.min_eval_pairs, eval_rounds=limits.eval_rounds,
+    floors = Sizes(eval_pairs=b.min_eval_pairs, eval_rounds=limits.eval_rounds, before_pairs=limits.before_pairs,
                    priming_steps=0 if priming_ds is None else priming_steps(
                        len(priming_ds), p.batch_size, p.gradient_accumulation_steps, min(b.min_priming_epochs, p.epochs)),
                    grpo_steps=b.min_grpo_steps)
@@ -554,18 +559,20 @@ def _run(cfg: KitConfig, rewards, out: Path, ckpt: Path | None, resume: bool, co
     summary["plan"] = {**plan.as_dict(), "measured": figures}
     frame = eval_frame(data, cfg, plan.sizes.eval_pairs) if cfg.evaluation.enabled else None
 
-    def evaluate(name: str, known_answers: dict | None = None) -> dict | None:
+    def evaluate(name: str, known_answers: dict | None = None, pairs=None) -> dict | None:
         """A round on the main process (the others wait; None there)."""
         metrics = None
         if is_main():
             timeline.begin(f"eval_{name}")
-            metrics = _evaluate(cfg, lm, data, out, name, frame, known_answers, console)
+            metrics = _evaluate(cfg, lm, data, out, name, frame if pairs is None else pairs, known_answers, console)
             timeline.end(f"eval_{name}")
         wait_for_everyone()
         return metrics
 
     if cfg.evaluation.enabled and cfg.evaluation.before_training:
-        summary["eval_before"] = evaluate("before", known)
+        before = cfg.evaluation.before_samples
+        summary["eval_before"] = evaluate("before", known, None if before is None
+                                          else eval_frame(data, cfg, min(before, plan.sizes.eval_pairs)))
 
     if cfg.priming.enabled:
         if priming_done:
@@ -687,26 +694,41 @@ def _ending(cfg: KitConfig, summary: dict, out: Path, console: Console, figures:
         say(f"kit: {console.library_warnings} library warning(s) went to {out / 'train.log'} (--verbose shows them)")
 
 
-def reference_summary(data, frame, out: Path, seed: int, earlier: list[str]) -> dict:
-    """Baselines (the averages: instant at any scale) and the noise floor on the evaluation
-    pairs, and the paired tests the verdict rests on: after GRPO against each earlier round and
-    against the best baseline (kit.report)."""
+TESTED_BASELINES = ("item earlier average", "matrix factorisation (SVD)")
+
+
+def reference_summary(data, frame, out: Path, seed: int, rounds: list[str]) -> dict:
+    """Baselines and the noise floor on the evaluation pairs, and the paired tests the verdict
+    rests on (kit.report): after GRPO against each earlier round, and each trained round (after
+    SFT, after GRPO) against the item's earlier average, matrix factorisation (SVD) and the best
+    baseline. A round scored on fewer pairs (the base model) is compared on the pairs it has.
+    SVD needs scikit-surprise; without it (a bare GPU machine) the averages stand alone."""
+    import importlib.util
+
     from kit.report import (ROUND_LABELS, abs_errors, best_baseline, compare, public_metrics, reference_rows,
                             scored_predictions)
 
-    refs = reference_rows(data, frame, seed, fitted=False)
+    refs = reference_rows(data, frame, seed, fitted=importlib.util.find_spec("surprise") is not None)
+    keys = list(zip(frame["user_id"].to_list(), frame["item_id"].to_list()))
 
-    def errors(stage: str):
+    def errors(stage: str) -> dict:
         records = read_jsonl(out / f"predictions_{stage.removeprefix('eval_')}.jsonl")
-        return abs_errors([r["rating"] for r in records], scored_predictions(records, data.scale))
+        found = abs_errors([r["rating"] for r in records], scored_predictions(records, data.scale))
+        return {(r["user_id"], r["item_id"]): e for r, e in zip(records, found)}
 
-    after = errors("eval_after")
-    comparisons = [compare(ROUND_LABELS["eval_after"], after, ROUND_LABELS[k], errors(k), seed).as_dict()
-                   for k in earlier]
+    def paired(a: str, ea: dict, b: str, eb: dict) -> dict:
+        common = [k for k in keys if k in ea and k in eb]
+        return compare(a, [ea[k] for k in common], b, [eb[k] for k in common], seed).as_dict()
+
+    found = {stage: errors(stage) for stage in [*rounds, "eval_after"]}
+    after = ROUND_LABELS["eval_after"]
+    comparisons = [paired(after, found["eval_after"], ROUND_LABELS[k], found[k]) for k in rounds]
     best = best_baseline(refs)
-    if best:
-        comparisons.append(compare(ROUND_LABELS["eval_after"], after, f"baseline: {best}", refs.errors[best],
-                                   seed).as_dict())
+    tested = [b for b in (*TESTED_BASELINES, best) if b in refs.errors]
+    for stage in [s for s in ("eval_primed", "eval_after") if s in found]:
+        for name in dict.fromkeys(tested):
+            comparisons.append(paired(ROUND_LABELS[stage], found[stage], f"baseline: {name}",
+                                      dict(zip(keys, refs.errors[name]))))
     result = {"baselines": {k: public_metrics(v) for k, v in refs.metrics.items()}, "comparisons": comparisons}
     if refs.noise_floor:
         result["noise_floor"] = refs.noise_floor

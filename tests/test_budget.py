@@ -87,3 +87,15 @@ def test_a_stage_stops_before_its_next_step_would_pass_the_deadline():
     assert d.stop_now(now=95.0, steps_done=2, stage_seconds=20.0)  # next step (10 s) would end at 105
     assert not d.stop_now(now=80.0, steps_done=2, stage_seconds=20.0)  # ends at 90
     assert not Deadline(at=None, minimum_steps=1).stop_now(1e9, 5, 10.0)  # no budget, no deadline
+
+
+def test_the_base_models_round_on_fewer_pairs_costs_only_those_pairs():
+    """cpu-demo scores the base model (which writes no valid answer) on 16 of its 128 pairs."""
+    full = Sizes(eval_pairs=128, eval_rounds=ROUNDS, priming_steps=300, grpo_steps=16)
+    fewer = Sizes(eval_pairs=128, eval_rounds=ROUNDS, priming_steps=300, grpo_steps=16, before_pairs=16)
+    a, b = make_plan(full, full, BF16, None, 0), make_plan(fewer, fewer, BF16, None, 0)
+    assert a.estimates["eval_before"] - b.estimates["eval_before"] == pytest.approx(112 * BF16.per_pair)
+    assert a.estimates["eval_after"] == b.estimates["eval_after"]
+    # a budget that shrinks GRPO keeps the base model's smaller round as it is
+    tight = make_plan(fewer, Sizes(128, ROUNDS, 300, 2, 16), BF16, b.total_s - 60, 0)
+    assert tight.sizes.before_pairs == 16 and tight.sizes.grpo_steps < 16

@@ -47,7 +47,7 @@ def test_small_changes_on_16_pairs_are_called_undetectable():
     assert "difference +0.087 [" in text and "0/16 valid answers -> 16/16" in text
     assert "its MAE is that of the fallback" in text  # no valid base answer: say what its MAE means
     assert "against it, GRPO: no detectable difference (difference -0.062" in text
-    assert "item mean, has MAE 0.567: no detectable difference (difference +0.183" in text
+    assert "Against item mean on the same pairs (MAE 0.567): after GRPO no detectable difference (difference +0.183" in text
     assert "With 16 pairs the MAE after training is known to 0.55-0.95 (95%)" in text
     assert "\n" not in text  # one paragraph
 
@@ -56,7 +56,7 @@ def test_a_large_change_is_called_by_its_name():
     """The float32 EPYC run of the issue (0.688 -> 0.951), here on 64 pairs so that it is detectable."""
     text = verdict(three_rounds((0.663, 0.688, 0.951), n=64, valid_after=60, spread=0.3))
     assert text.startswith("Verdict: training made the rating error worse")
-    assert "GRPO: worse (difference +0.263" in text and "the trained model is worse (difference +0.384" in text
+    assert "GRPO: worse (difference +0.263" in text and "after GRPO worse (difference +0.384" in text
 
 
 def test_a_real_improvement_on_many_pairs():
@@ -68,7 +68,7 @@ def test_a_real_improvement_on_many_pairs():
     text = verdict(summary)
     assert text.startswith("Verdict: training helped: MAE 0.900 (base model) -> 0.600")
     assert "difference -0.300 [" in text and "fallback" not in text
-    assert "SVD, has MAE 0.750: the trained model is better (difference -0.150" in text
+    assert "Against SVD on the same pairs (MAE 0.750): after GRPO better (difference -0.150" in text
 
 
 def test_without_evaluation_the_verdict_says_it_cannot_tell():
@@ -90,3 +90,20 @@ def test_next_steps_name_the_folder_and_the_commands(tmp_path):
 def test_install_ok_only_for_a_random_model():
     assert "gibberish" in install_ok_line("tiny-random") and "install OK" in install_ok_line("tiny-random")
     assert install_ok_line("smollm2-135m") is None
+
+
+def test_each_round_against_each_baseline_names_its_p_value():
+    n = 128
+    after, sft = errors(0.52, n, 0.5, 1), errors(0.55, n, 0.5, 2)
+    item, svd = errors(0.71, n, 0.5, 3), errors(0.72, n, 0.5, 4)
+    comparisons = [compare("after GRPO", after, "after SFT", sft).as_dict()]
+    for label, e in (("after SFT", sft), ("after GRPO", after)):
+        comparisons += [compare(label, e, "baseline: item earlier average", item).as_dict(),
+                        compare(label, e, "baseline: matrix factorisation (SVD)", svd).as_dict()]
+    summary = {"eval_primed": m(0.55, n, n), "eval_after": m(0.52, n, n), "comparisons": comparisons,
+               "baselines": {"item earlier average": {"mae": 0.71}, "matrix factorisation (SVD)": {"mae": 0.72}}}
+    text = verdict(summary)
+    assert "Against item earlier average on the same pairs (MAE 0.710): after GRPO better (difference -0.190" in text
+    assert "; after SFT better (difference -0.160" in text
+    assert "Against matrix factorisation (SVD) on the same pairs (MAE 0.720): after GRPO better" in text
+    assert text.count("p=") == 5 and "\n" not in text

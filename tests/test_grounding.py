@@ -63,7 +63,8 @@ def test_reference_answers_of_the_synthetic_catalog_are_grounded():
     data = load_task_data(cfg)
     supported = claims = 0
     for row in data.splits["valid"].head(25).iter_rows(named=True):
-        g = grounding_summary(data.catalog.reference_answer(row), prompt_text(sample_messages(row, data, cfg)))
+        g = grounding_summary(data.catalog.reference_answer(row, cfg.data.review_chars),
+                              prompt_text(sample_messages(row, data, cfg)))
         supported, claims = supported + g["supported"], claims + g["claims"]
     assert claims > 25 and supported == claims
 
@@ -86,3 +87,24 @@ def test_evaluation_totals_and_the_app_marks():
     assert "lyrical prose, like their favourites ✓ _in the prompt_" in panels["item"]
     assert "dragon battles; they rated one 5 ✗ _not in the prompt_" in panels["item"]
     assert "Grounded: 4 of 5 claims" in panels["item"] and "| grounding | 0.5 | +0.800 |" in panels["rewards"]
+
+
+LOCAL = ("<analyze user>Likes: twisty. Dislikes: dark.</analyze user>\n<analyze item>"
+         '- Mystery: not in their reviews\n- dark: "Too dark for my taste." [neg] -1\n'
+         '- twisty: "Loved that it was twisty." [pos] +0.5</analyze item>\n'
+         "<match>readers 3.8; dark -1 = 2.8; twisty +0.5 = 3.3</match>\n<rate>3</rate>")
+SHOWN = ("Category: Mystery. Features: dark, twisty, lengthy.\n1. rated 2: Not really for me. Too dark for my taste.\n"
+         "2. rated 4: Really enjoyed this one. Loved that it was twisty.")
+
+
+def test_quotes_must_be_verbatim_and_about_the_aspect_they_are_cited_for():
+    assert claims_of(LOCAL) == [("neg", "dark"), ("quote", "Too dark for my taste."), ("pos", "twisty"),
+                                ("quote", "Loved that it was twisty."), ("user", "twisty"), ("user", "dark")]
+    assert grounding_summary(LOCAL, SHOWN)["share"] == 1.0
+    invented = LOCAL.replace('"Too dark for my taste."', '"Too dark and grim for my taste."')
+    assert grounding_summary(invented, SHOWN)["unsupported"] == ["Too dark and grim for my taste."]
+    off_topic = LOCAL.replace('- twisty: "Loved that it was twisty."', '- lengthy: "Loved that it was twisty."')
+    assert grounding_summary(off_topic, SHOWN)["unsupported"] == ["Loved that it was twisty."]
+    # words of the quote occur in the prompt, but not the sentence: still unsupported
+    shuffled = LOCAL.replace('"Too dark for my taste."', '"Too twisty for my taste."').replace("- dark:", "- twisty:")
+    assert "Too twisty for my taste." in grounding_summary(shuffled, SHOWN)["unsupported"]

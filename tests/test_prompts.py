@@ -65,7 +65,7 @@ def test_chat_template_renders_and_format_reward_is_reachable(smoke_data, smol_t
     assert prompt.count(messages[0]["content"]) == 1  # our system message, not the template's default
     assert prompt.rstrip().endswith("assistant")  # ready for the answer, no tag prefilled
     assert not any(f"<{t}>" in prompt.split("assistant")[-1] for t in STYLES["reczero"])
-    answer = data.catalog.reference_answer(row)
+    answer = data.catalog.reference_answer(row, cfg.data.review_chars)
     full = smol_tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=False)
     assert full.startswith(prompt)
     completion = full[len(prompt):].split(smol_tokenizer.eos_token)[0]

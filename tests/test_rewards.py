@@ -169,3 +169,33 @@ def test_reward_kwargs_are_bound_and_checked_against_the_signature(tmp_path):
     rewards = load_recipe_rewards(cfg.rewards)
     b = reward_breakdown(rewards, "abc", rating=[4.0], **SCALE)
     assert b == {"rewards": {"scaled": 6.0, "format": -1.0}, "weights": {"scaled": 0.5, "format": 1.0}, "total": 2.0}
+
+
+def _answer(match: str, rate: str) -> str:
+    return (f"<analyze user>Likes: dark.</analyze user><analyze item>- dark: liked</analyze item>"
+            f"<match>{match}</match><rate>{rate}</rate>")
+
+
+@pytest.mark.parametrize("match,rate,expected", [
+    ("readers 3.8; dark +0.5 = 4.3", "4", True),       # rounded to a whole rating
+    ("readers 3.4; dark +0.5 = 3.9", "3.9", True),     # or exactly as written
+    ("readers 3.0; dark +0.5 = 3.5", "4", True),       # half up, not Python's half-to-even
+    ("readers 4.8; dark +0.5 = 5.3", "5", True),       # kept inside the scale
+    ("readers 0.8 = 0.8", "1", True),
+    ("readers 3.8; dark +0.5 = 4.3", "3", False),      # the rating contradicts its own arithmetic
+    ("two points for, one against", "4", None),        # the match states no number: nothing to agree with
+])
+def test_consistency_reads_what_the_match_arrives_at(match, rate, expected):
+    from kit.rewards import is_consistent
+
+    text = _answer(match, rate)
+    assert is_consistent(parse_answer(text, (1, 5)), (1, 5)) is expected
+    assert REWARDS["consistency"]([text], **SCALE) == [1.0 if expected else 0.0]
+
+
+def test_a_malformed_answer_is_never_consistent():
+    from kit.rewards import is_consistent
+
+    broken = _answer("readers 3.8 = 3.8", "4").replace("</match>", "")
+    assert is_consistent(parse_answer(broken, (1, 5)), (1, 5)) is None
+    assert REWARDS["consistency"]([broken, "nothing"], **SCALE) == [0.0, 0.0]

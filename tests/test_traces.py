@@ -285,7 +285,7 @@ def _reference_traces(cfg, data, asks) -> list[dict]:
     rows = {(r["user_id"], r["item_id"]): r for r in data.splits["train"].iter_rows(named=True)}
     out = []
     for a in asks:
-        text = data.catalog.reference_answer(rows[(a.user_id, a.item_id)])
+        text = data.catalog.reference_answer(rows[(a.user_id, a.item_id)], cfg.data.review_chars)
         if judge(text, a.rating, data.scale, "reczero", 1.0) == "ok":
             out.append({"prompt": a.messages, "completion": text, "rating": a.rating, "user_id": a.user_id,
                         "item_id": a.item_id, "source": "teacher"})

@@ -206,3 +206,26 @@ def test_a_recipe_scale_that_disagrees_with_the_data_stops_before_any_model_load
     [error] = [x for x in proc.stderr.splitlines() if x.startswith("kit: error:")]
     assert "rating_scale ?-10 in the recipe disagrees with the data's scale 1-5" in error
     assert "Unsloth" not in proc.stderr + proc.stdout  # stopped before the model stack was even imported
+
+
+def test_each_trained_round_is_tested_against_the_item_average_and_svd(tmp_path, tiny_model_dir):
+    """The base model may be scored on fewer pairs; it is then compared on the pairs it has. After
+    SFT and after GRPO are each tested, paired, against the item's earlier average and SVD."""
+    out = tmp_path / "tests"
+    proc = kit_train(["--config", "smoke", f"output_dir={out}", "grpo.max_steps=1", "evaluation.before_samples=4"],
+                     tiny_model_dir)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["eval_before"]["n"] == 4 and summary["eval_primed"]["n"] == summary["eval_after"]["n"] == 8
+    tests = {(c["a"], c["b"]): c for c in summary["comparisons"]}
+    assert tests[("after GRPO", "base model")]["n"] == 4 and tests[("after GRPO", "after SFT")]["n"] == 8
+    for stage in ("after SFT", "after GRPO"):
+        for baseline in ("item earlier average", "matrix factorisation (SVD)"):
+            assert tests[(stage, f"baseline: {baseline}")]["n"] == 8
+    assert "matrix factorisation (SVD)" in summary["baselines"]
+    from kit.ending import verdict  # (a random model's run prints "install OK" instead of it)
+
+    text = verdict(summary)
+    assert "Against item earlier average on the same pairs" in text
+    assert "after SFT" in text.split("Against matrix factorisation (SVD)")[1]
+    assert "| after GRPO |" in proc.stdout
+    assert len((out / "predictions_before.jsonl").read_text().splitlines()) == 4

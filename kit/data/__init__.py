@@ -90,7 +90,7 @@ def sample_messages(row: dict, data: TaskData, cfg: KitConfig) -> list[dict[str,
     from kit.prompts import build_messages
 
     return build_messages(data.with_reviews(row), data.items, cfg.prompt.style, data.scale,
-                          review_chars=cfg.data.review_chars,
+                          template=cfg.prompt.template, review_chars=cfg.data.review_chars,
                           description_chars=cfg.data.description_chars)
 
 
@@ -165,9 +165,36 @@ def to_prompt_dataset(frame: pl.DataFrame, data: TaskData, cfg: KitConfig, token
             if data.catalog is None:
                 raise ValueError("reference answers need the synthetic catalog (or priming.traces=FILE)")
             record["completion"] = [{"role": "assistant",
-                                     "content": data.catalog.reference_answer(row)}]
+                                     "content": data.catalog.reference_answer(row, cfg.data.review_chars)}]
         rows.append(record)
     return Dataset.from_list(rows), too_long
+
+
+@dataclass
+class ReferenceSelection:
+    frame: pl.DataFrame  # the training pairs whose reference answers are used
+    drawn: int           # pairs looked at to find them
+    kept: int            # of those, answers kept
+
+
+def select_references(data: TaskData, n: int, keep: str, review_chars: int, seed: int) -> ReferenceSelection:
+    """The training pairs whose synthetic reference answers prime the model: the first `n` of a
+    seeded order of the train split, or with `keep="correct"` (RecOne's rejection sampling) the
+    first `n` whose answer's rating equals the truth, and how many had to be drawn for them."""
+    if data.catalog is None:
+        raise ValueError("reference answers need the synthetic catalog (or priming.traces=FILE)")
+    ordered = data.split("train", len(data.splits["train"]), seed=seed, seeded_order=True)
+    if keep == "all":
+        picked = ordered[:n]
+        return ReferenceSelection(picked, len(picked), len(picked))
+    rows, drawn = [], 0
+    for i, row in enumerate(ordered.iter_rows(named=True)):
+        drawn = i + 1
+        if data.catalog.reasoned(row, review_chars).rating == row["rating"]:
+            rows.append(i)
+            if len(rows) == n:
+                break
+    return ReferenceSelection(ordered[rows], drawn, len(rows))
 
 
 from kit.data.prepare import load_prepared  # noqa: E402  (the documented entry point for prepared data)

@@ -10,9 +10,9 @@ b_u ~ N(0, 0.3^2) is the user's bias, q_i ~ N(0, 0.4^2) the item's quality. The 
 [lo, hi] is the caller's (data.synthetic.scale): the taste model lives on 1-5 and is
 stretched onto it, so a 1-10 catalog has ratings over all of 1-10. Users pick
 items with a mild preference for what they like (as real users do). Review texts
-follow the rating and name the traits that drove it. Because the generator knows each
-user's tastes it can also write a reference answer in the four-tag format, used for
-format priming (a RecOne-style cold start) and as an upper-bound illustration.
+follow the rating and name the traits that drove it. A teacher (kit.data.teacher) writes
+a reference answer in the four-tag format from what a prompt shows, used for format
+priming (a RecOne-style cold start).
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+
+from kit.data.teacher import Reasoned, reasoned_answer
 
 GENRES = ["Mystery", "Science Fiction", "Fantasy", "Romance", "History", "Cooking", "Self-Help", "Horror"]
 TRAITS = ["fast-paced", "slow-burn", "humorous", "dark", "illustrated", "lengthy", "concise", "technical",
@@ -62,37 +64,16 @@ class SyntheticCatalog:
             self._item_index = {r["item_id"]: r for r in self.items.iter_rows(named=True)}
         return self._item_index[item_id]
 
-    def reference_answer(self, sample: dict) -> str:
-        """A four-tag answer for a sample (format priming, RecOne-style cold start).
+    def reference_answer(self, sample: dict, review_chars: int) -> str:
+        """A four-tag answer for a sample (format priming, a RecOne-style cold start), written by
+        the teacher in kit.data.teacher from what the prompt shows: the tastes the user's reviews
+        state, each target aspect decided by the sentence that states it, and a rating that follows
+        from the answer's own arithmetic (never the generator's hidden score)."""
+        return self.reasoned(sample, review_chars).text
 
-        The analysis uses only what the prompt shows: traits and genres of the history items
-        the user rated high (top quarter of the scale: >= 4 of 1-5) or low (bottom quarter), matched
-        against the target's. The rating is the generator's noise-free score round(mu), i.e. the
-        truth without the noise."""
-        scale = self.scale
-        high, low = scale[0] + 0.75 * (scale[1] - scale[0]), scale[0] + 0.25 * (scale[1] - scale[0])
-        liked, disliked = [], []
-        for h in sample["user_history"]:
-            it = self._item_row(h["item_id"])
-            aspects = [it["categories"][0], *it["features"]]
-            bucket = liked if h["rating"] >= high else disliked if h["rating"] <= low else None
-            if bucket is not None:
-                bucket += [a for a in aspects if a not in bucket]
+    def reasoned(self, sample: dict, review_chars: int) -> Reasoned:
         target = self._item_row(sample["item_id"])
-        aspects = [target["categories"][0], *target["features"]]
-        pos = [a for a in aspects if a in liked and a not in disliked]
-        neg = [a for a in aspects if a in disliked and a not in liked]
-        mu = self.expected(sample["user_id"], sample["item_id"])
-        pred = int(min(scale[1], max(scale[0], round(mu))))
-        lines = [f"[pos] {a}, like items they rated high" for a in pos] or ["[pos] nothing they clearly enjoyed"]
-        lines += [f"[neg] {a}, like items they rated low" for a in neg] or ["[neg] nothing they clearly disliked"]
-        return (
-            f"<analyze user>Enjoyed: {', '.join(liked) or 'nothing yet'}. Disliked: {', '.join(disliked) or 'nothing yet'}. "
-            f"Average {sample['user_avg']:.1f}.</analyze user>\n"
-            f"<analyze item>{', '.join(aspects)}.\n" + "\n".join(lines) + "</analyze item>\n"
-            f"<match>{len(pos)} for, {len(neg)} against; readers average {sample['item_avg']:.1f}.</match>\n"
-            f"<rate>{pred}</rate>"
-        )
+        return reasoned_answer(sample, [target["categories"][0], *target["features"]], self.scale, review_chars)
 
 
 def latent_mean(t: Tastes, genre: str, traits: list[str], quality: float) -> float:
