@@ -16,6 +16,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
@@ -108,8 +109,18 @@ def with_completion_log(rewards: list[Callable], every: int, path: Path, out=pri
 
 # --------------------------------------------------------------------------- phases
 
-def priming_dataset(cfg: KitConfig, lm, data):
-    """The priming examples: `priming.traces`, or the synthetic catalog's reference answers."""
+@dataclass
+class PrimingSet:
+    """The SFT examples, and how they were chosen (for the summary: RecOne's rejection sampling
+    says how many answers it drew to keep these)."""
+
+    dataset: Any
+    selection: dict
+
+
+def priming_dataset(cfg: KitConfig, lm, data) -> PrimingSet:
+    """The priming examples: `priming.traces`, or the synthetic teacher's answers (all of them, or
+    with `priming.keep: correct` those whose rating equals the truth)."""
     from datasets import Dataset
 
     p = cfg.priming
@@ -117,13 +128,13 @@ def priming_dataset(cfg: KitConfig, lm, data):
         from kit.traces import as_messages
 
         records = checked_traces(cfg, data)
-        return Dataset.from_list([{"prompt": r["prompt"], "completion": as_messages(r["completion"])}
-                                  for r in records][: p.samples])
+        ds = Dataset.from_list([{"prompt": r["prompt"], "completion": as_messages(r["completion"])}
+                                for r in records][: p.samples])
+        return PrimingSet(ds, {"source": "traces"})
     chosen = select_references(data, p.samples, p.keep, cfg.data.review_chars, seed=cfg.seed + 1)
     ds, _ = to_prompt_dataset(chosen.frame, data, cfg, lm.tokenizer, with_reference=True)
-    ds = ds.select_columns(["prompt", "completion"])
-    ds.info.description = json.dumps({"keep": p.keep, "drawn": chosen.drawn, "kept": chosen.kept})
-    return ds
+    return PrimingSet(ds.select_columns(["prompt", "completion"]),
+                      {"source": "teacher", "keep": p.keep, "drawn": chosen.drawn, "kept": chosen.kept})
 
 
 def checked_traces(cfg: KitConfig, data) -> list[dict]:
@@ -139,7 +150,7 @@ def checked_traces(cfg: KitConfig, data) -> list[dict]:
 
 
 def run_priming(cfg: KitConfig, lm, data, out: Path, max_steps: int = -1, callbacks: list | None = None,
-                quiet: bool = False) -> dict:
+                quiet: bool = False, examples: PrimingSet | None = None) -> dict:
     """Supervised format priming on reference answers (loss on the answer only); `max_steps`
     cuts the recipe's epochs short (a time budget), -1 keeps them."""
     from trl import SFTConfig, SFTTrainer
@@ -147,7 +158,8 @@ def run_priming(cfg: KitConfig, lm, data, out: Path, max_steps: int = -1, callba
     from kit.model import trainer_flags
 
     p = cfg.priming
-    ds = priming_dataset(cfg, lm, data)
+    examples = examples or priming_dataset(cfg, lm, data)
+    ds = examples.dataset
     args = SFTConfig(
         output_dir=str(out / "priming"), num_train_epochs=p.epochs, max_steps=max_steps,
         per_device_train_batch_size=p.batch_size,
@@ -164,9 +176,8 @@ def run_priming(cfg: KitConfig, lm, data, out: Path, max_steps: int = -1, callba
     if is_main():
         lm.model.save_pretrained(str(out / "priming" / "adapter"))
     wait_for_everyone()
-    kept = json.loads(ds.info.description) if ds.info.description else {}
     return {"steps": result.global_step, "train_loss": result.training_loss, "seconds": round(time.time() - t0, 1),
-            "samples": len(ds), **kept}
+            "samples": len(ds), **examples.selection}
 
 
 def grpo_args(cfg: KitConfig, out: Path, use_vllm: bool, max_steps: int | None = None):
@@ -549,8 +560,11 @@ def _run(cfg: KitConfig, rewards, out: Path, ckpt: Path | None, resume: bool, co
         raise ConfigError(f"{ckpt} continues a format priming that does not match this config "
                           f"({priming_adapter}: {priming_why}): "
                           "resume with the settings it was made with, or start afresh with output_dir=NEW_DIR")
-    priming_ds = priming_dataset(cfg, lm, data) if cfg.priming.enabled and not priming_done else None
-    plan, figures, known = plan_run(cfg, lm, data, out, priming_ds, started, console, resume)
+    examples = priming_dataset(cfg, lm, data) if cfg.priming.enabled and not priming_done else None
+    if examples is not None and examples.selection.get("keep") == "correct":
+        say(f"kit: SFT on the teacher's answers that state the truth: {examples.selection['kept']} kept of "
+            f"{examples.selection['drawn']} drawn (rejection sampling, priming.keep=correct)")
+    plan, figures, known = plan_run(cfg, lm, data, out, examples and examples.dataset, started, console, resume)
     for line in plan.describe():
         say(line)
     timeline = Timeline(plan, started)
@@ -592,7 +606,7 @@ def _run(cfg: KitConfig, rewards, out: Path, ckpt: Path | None, resume: bool, co
                                                   lambda: timeline.figures("priming", bar.n, steps)),
                                  deadline_callback(console, deadline, "format priming", steps)]
             summary["priming"] = run_priming(cfg, lm, data, out, steps if steps < plan.limits.priming_steps else -1,
-                                             priming_callbacks, quiet=not console.verbose)
+                                             priming_callbacks, quiet=not console.verbose, examples=examples)
             bar.close()
             timeline.end("priming")
             if is_main():

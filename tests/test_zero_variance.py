@@ -75,3 +75,24 @@ def test_in_a_mixed_batch_only_the_groups_that_cannot_teach_are_skipped(tmp_path
     assert any(s["zero_variance/redraws"] > 0 and s["zero_variance/share"] < 1 for s in steps)  # redrawn, then kept
     nonzero, total = lora_nonzero(out / "adapter")
     assert nonzero == total > 0
+
+
+def test_two_processes_redraw_together(tmp_path, tiny_model_dir):
+    """Whether to redraw is decided across processes (rewards are normalised over all of them): a
+    batch with nothing to learn anywhere is redrawn by both, and the run finishes."""
+    import subprocess
+    import sys
+
+    from tests.test_backends import _env, _free_port
+    from tests.conftest import REPO
+
+    out = tmp_path / "two"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "templates/accelerate/ddp.yaml",
+           "--num_processes", "2", "--main_process_port", str(_free_port()),
+           "-m", "kit.train", "--config", "smoke", "backend=trl", f"output_dir={out}", *ONLY_GRPO,
+           "rewards=[{name: format}]", "grpo.zero_variance=skip", "grpo.max_redraws=1"]
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(tiny_model_dir), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    steps = _grpo_lines(out)
+    assert [s["step"] for s in steps] == [1, 2]
+    assert all(s["zero_variance/redraws"] == 1 and s["zero_variance/share"] == 1.0 for s in steps)
