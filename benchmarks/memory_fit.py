@@ -1,6 +1,6 @@
-"""Per-GPU memory of a `backend: trl` GRPO run, by arithmetic: the README's "What fits where" table.
+"""Per-GPU memory of a `backend: trl` GRPO run, by arithmetic: the "What fits where" table in docs/multi-gpu.md.
 
-    python benchmarks/memory_fit.py                          # the README's table (Qwen2.5 1.5B-14B, 3k / 7k)
+    python benchmarks/memory_fit.py                          # that table (Qwen2.5 1.5B-14B, 3k / 7k)
     python benchmarks/memory_fit.py --config path/to/config.json --seq 4096 --gpus 4
 
 Terms, in GiB per GPU (GRPO, 8 rollouts per prompt, micro-batch 2, LoRA on all seven projections,
@@ -15,7 +15,7 @@ gradient checkpointing, transformers + peft + bitsandbytes as kit.trl_backend lo
   for its gradients);
 - the rollouts' KV cache: 8 x T x layers x 2 x KV heads x head size x 2 B;
 - TRL's log-prob tile (0.5) and slack (1.0).
-Estimates, checked against one measurement only (README, Performance); not a guarantee.
+Estimates, checked against one measurement only (docs/performance.md); not a guarantee.
 """
 from __future__ import annotations
 

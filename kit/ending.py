@@ -85,6 +85,12 @@ def _python() -> str:
     return rel if not rel.startswith("..") else "python"
 
 
+def next_test_pairs(eval_split: str, evaluated: int) -> int:
+    """How many test pairs to suggest after a run: as many as it evaluated when those were another
+    split's (the held-out check), twice as many when they were already test pairs (a tighter interval)."""
+    return evaluated if eval_split != "test" else 2 * evaluated
+
+
 def next_steps(out: Path, on_gpu: bool, seconds_per_pair: float | None = None, pairs: int = 48) -> list[str]:
     """Where the run is and the next commands (evaluate on more pairs, open the app, the adapter)."""
     from kit.progress import format_duration

@@ -687,7 +687,7 @@ def _floor(plan: Plan, stage: str) -> int:
 def _ending(cfg: KitConfig, summary: dict, out: Path, console: Console, figures: dict) -> None:
     """The table, the verdict, where the files are, what to run next (and, on a random model, that
     the install works)."""
-    from kit.ending import install_ok_line, next_steps, verdict
+    from kit.ending import install_ok_line, next_steps, next_test_pairs, verdict
 
     say = console.say
     say(format_summary(summary))
@@ -702,7 +702,8 @@ def _ending(cfg: KitConfig, summary: dict, out: Path, console: Console, figures:
         say("")
         say(verdict(summary))
     per_pair = figures.get("per_pair_s")
-    for line in next_steps(out, summary["device"] == "cuda", per_pair):
+    pairs = next_test_pairs(cfg.data.eval_split, cfg.evaluation.samples)
+    for line in next_steps(out, summary["device"] == "cuda", per_pair, pairs):
         say(line)
     if console.library_warnings:
         say(f"kit: {console.library_warnings} library warning(s) went to {out / 'train.log'} (--verbose shows them)")

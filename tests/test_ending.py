@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.ending import install_ok_line, next_steps, verdict
+from kit.ending import install_ok_line, next_steps, next_test_pairs, verdict
 from kit.report import compare
 
 
@@ -107,3 +107,8 @@ def test_each_round_against_each_baseline_names_its_p_value():
     assert "; after SFT better (difference -0.160" in text
     assert "Against matrix factorisation (SVD) on the same pairs (MAE 0.720): after GRPO better" in text
     assert text.count("p=") == 5 and "\n" not in text
+
+
+def test_the_suggested_test_pairs_follow_what_the_run_already_scored():
+    assert next_test_pairs("valid", 128) == 128  # the held-out check, same size
+    assert next_test_pairs("test", 128) == 256  # already on test: more pairs, a tighter interval
