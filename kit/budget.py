@@ -33,6 +33,14 @@ class Sizes:
     grpo_steps: int
     before_pairs: int | None = None  # the base model's round on fewer pairs (None: eval_pairs)
 
+    def rounds_text(self) -> str:
+        """`3 x 16`, or `16 + 2 x 128` when the base model's round is on fewer pairs."""
+        before = min(self.before_pairs or self.eval_pairs, self.eval_pairs)
+        if "eval_before" not in self.eval_rounds or before == self.eval_pairs:
+            return f"{len(self.eval_rounds)} x {self.eval_pairs}"
+        rest = len(self.eval_rounds) - 1
+        return f"{before}" + (f" + {rest} x {self.eval_pairs}" if rest else "")
+
 
 @dataclass(frozen=True)
 class Costs:
@@ -85,7 +93,7 @@ class Plan:
             parts.append(f"GRPO {s.grpo_steps} steps{took(e.get('grpo', 0))}")
         if s.eval_rounds:
             seconds = sum(e.get(r, 0.0) for r in s.eval_rounds)
-            parts.append(f"evaluation {len(s.eval_rounds)} x {s.eval_pairs} pairs{took(seconds)}")
+            parts.append(f"evaluation {s.rounds_text()} pairs{took(seconds)}")
         if self.measured:
             parts.append(f"set-up and baselines{took(e.get('setup and tail', 0))}")
         return ", ".join(parts)

@@ -99,3 +99,5 @@ def test_the_base_models_round_on_fewer_pairs_costs_only_those_pairs():
     # a budget that shrinks GRPO keeps the base model's smaller round as it is
     tight = make_plan(fewer, Sizes(128, ROUNDS, 300, 2, 16), BF16, b.total_s - 60, 0)
     assert tight.sizes.before_pairs == 16 and tight.sizes.grpo_steps < 16
+    assert "evaluation 16 + 2 x 128 pairs ~ " in b.summary_line()  # the plan line says what it costs
+    assert "evaluation 3 x 128 pairs ~ " in a.summary_line()
