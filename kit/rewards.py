@@ -4,7 +4,7 @@ This module owns the ONE parser of a model answer: evaluation and the app reuse
 `parse_answer` instead of parsing again. Rewards follow TRL's calling convention
 `fn(completions, **kwargs)`; the true rating arrives as the dataset column
 `rating`, the data's scale as `rating_min` / `rating_max` (no default: without them a
-completion scores the reward's fallback).
+completion scores the reward's fallback, and each reward warns once saying so).
 
 A reward never raises: whatever the text, it returns a float per completion.
 """
@@ -16,6 +16,7 @@ import inspect
 import math
 import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -202,6 +203,7 @@ def _safe(per_item: Callable[[Any, dict, int], float], fallback: float) -> Rewar
             items = list(completions)
         except Exception:
             return []
+        _warn_without_scale(getattr(reward, "__name__", "reward"), kwargs, fallback)
         scores = []
         for i, completion in enumerate(items):
             try:
@@ -212,6 +214,20 @@ def _safe(per_item: Callable[[Any, dict, int], float], fallback: float) -> Rewar
         return scores
 
     return reward
+
+
+_WARNED_WITHOUT_SCALE: set[str] = set()
+
+
+def _warn_without_scale(name: str, kwargs: dict, fallback: float) -> None:
+    """Said once per reward: called without the data's scale (someone's own TRL script, say),
+    every answer would score the fallback with no word."""
+    missing = [c for c in ("rating_min", "rating_max") if kwargs.get(c) is None]
+    if missing and name not in _WARNED_WITHOUT_SCALE:
+        _WARNED_WITHOUT_SCALE.add(name)
+        warnings.warn(f"kit.rewards.{name}: called without the column(s) {', '.join(missing)}, so every answer "
+                      f"scores {fallback:g}; add the data's scale to the dataset (e.g. rating_min=1, rating_max=5)",
+                      stacklevel=3)
 
 
 def _truth(kwargs: dict, i: int) -> float | None:
@@ -275,7 +291,7 @@ def exact_match(completions: Sequence[Any], *, hit: float = 2.0, miss: float = -
         truth = _truth(columns, i)
         return hit if parsed.valid and truth is not None and abs(parsed.rating - truth) < 1e-6 else miss
 
-    return _safe(score, miss)(completions, **kwargs)
+    return _named(_safe(score, miss), "exact_match", "")(completions, **kwargs)
 
 
 REWARDS: dict[str, RewardFn] = {

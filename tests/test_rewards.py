@@ -199,3 +199,17 @@ def test_a_malformed_answer_is_never_consistent():
     broken = _answer("readers 3.8 = 3.8", "4").replace("</match>", "")
     assert is_consistent(parse_answer(broken, (1, 5)), (1, 5)) is None
     assert REWARDS["consistency"]([broken, "nothing"], **SCALE) == [0.0, 0.0]
+
+
+def test_a_reward_called_without_the_scale_says_so_once(recwarn):
+    """Someone's own TRL script passing only `rating`: the answers score the fallback, and the
+    reward says why, once, naming the missing columns."""
+    import kit.rewards as rewards
+
+    rewards._WARNED_WITHOUT_SCALE.discard("consistency")
+    answer = "<analyze user>a</analyze user><analyze item>b</analyze item><match>4</match><rate>4</rate>"
+    assert rewards.REWARDS["consistency"]([answer], rating=[4.0]) == [0.0]
+    assert rewards.REWARDS["consistency"]([answer], rating=[4.0]) == [0.0]
+    said = [str(w.message) for w in recwarn if "kit.rewards.consistency" in str(w.message)]
+    assert len(said) == 1 and "rating_min, rating_max" in said[0]
+    assert rewards.REWARDS["consistency"]([answer], rating=[4.0], rating_min=[1.0], rating_max=[5.0]) == [1.0]
