@@ -143,7 +143,6 @@ class DataConfig(_Strict):
     review_chars: int = Field(400, ge=0)
     description_chars: int = Field(400, ge=0)
     max_train: Optional[int] = Field(None, ge=1)
-    max_eval: int = Field(32, ge=1)
     eval_split: Literal["valid", "test"] = "valid"
     seed: int = 0
 

@@ -14,7 +14,6 @@ STARTED = time.time()  # a time budget counts from here: the heavy imports below
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import sys  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -99,12 +98,6 @@ class RewardWatch:
             record["total"] = sum(w * breakdown[fn.__name__] for fn, w in zip(self.rewards, self.weights))
         append_jsonl(self.path, record)
         self.out(f"[step {step}] true rating {record['rating']} rewards {json.dumps(breakdown)}\n{text[:600]}")
-
-
-def with_completion_log(rewards: list[Callable], every: int, path: Path, out=print,
-                        weights: list[float] | None = None) -> list[Callable]:
-    """The rewards, the first one wrapped by a RewardWatch (see there)."""
-    return RewardWatch(rewards, every, path, out, weights=weights).wrapped()
 
 
 # --------------------------------------------------------------------------- phases
@@ -761,11 +754,6 @@ def format_summary(summary: dict) -> str:
     return "\n" + "\n".join(lines + ([line] if line else []))
 
 
-def _priming_steps(cfg: KitConfig, n_samples: int) -> int:
-    p = cfg.priming
-    return math.ceil(math.ceil(n_samples / p.batch_size) / p.gradient_accumulation_steps * p.epochs)
-
-
 def validation_verdict(cfg: KitConfig, recipe: str) -> tuple[bool, str]:
     """The last line of --validate: what the run will do, and whether its prompts fit the token
     budget, counted with the model's tokenizer on the recipe's own data (nothing is trained; the
@@ -792,8 +780,9 @@ def validation_verdict(cfg: KitConfig, recipe: str) -> tuple[bool, str]:
                 return False, f"kit: error: {exc}"
         else:
             n = min(cfg.priming.samples, len(data.splits["train"]))
-        parts.append(f"priming {_priming_steps(cfg, n)} SFT steps on {n} "
-                     f"{'traces' if cfg.priming.traces else 'answers'}")
+        p = cfg.priming
+        steps = priming_steps(n, p.batch_size, p.gradient_accumulation_steps, p.epochs)
+        parts.append(f"priming {steps} SFT steps on {n} {'traces' if p.traces else 'answers'}")
     try:
         from transformers import AutoTokenizer
 

@@ -139,6 +139,10 @@ def test_validate_prints_the_resolved_config_and_a_verdict(tiny_model_dir):
     assert yaml.safe_load("\n".join(config))["grpo"]["max_steps"] == 9
     assert verdict.startswith("kit: config OK: smoke, 9 GRPO steps, 32 training prompts fit (of 32)")
     assert "priming 4 SFT steps on 16 answers" in verdict and "8 of 8 evaluation prompts fit" in verdict
+    # the trainers' arithmetic, as the budget plans it: 3 batches -> 2 accumulated steps per epoch, x 2.5
+    odd = kit_train(["--config", "smoke", "--validate", "priming.samples=10", "priming.batch_size=4",
+                     "priming.gradient_accumulation_steps=2", "priming.epochs=2.5"], tiny_model_dir)
+    assert "priming 5 SFT steps on 10 answers" in odd.stdout.strip().splitlines()[-1]
     tight = kit_train(["--config", "smoke", "--validate", "prompt.max_prompt_tokens=40"], tiny_model_dir, check=False)
     assert tight.returncode == 2
     assert tight.stderr.strip().splitlines()[-1].startswith("kit: error: no training prompt fits")
