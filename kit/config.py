@@ -143,6 +143,8 @@ class DataConfig(_Strict):
     review_chars: int = Field(400, ge=0)
     description_chars: int = Field(400, ge=0)
     max_train: Optional[int] = Field(None, ge=1)
+    max_eval: Optional[int] = Field(None, ge=1, description="unused (evaluation.samples sets the pairs); "
+                                    "accepted so that run folders written before it was dropped still load")
     eval_split: Literal["valid", "test"] = "valid"
     seed: int = 0
 

@@ -17,7 +17,7 @@ from kit.io import atomic_write_json
 
 SUFFIX = ".settings.json"
 # data options that change which pairs are trained on, not what a prompt or a rating is
-_TRAINING_ONLY_DATA = ("max_train", "eval_split")
+_TRAINING_ONLY_DATA = ("max_train", "max_eval", "eval_split")
 
 
 # --------------------------------------------------------------------------- what made a result

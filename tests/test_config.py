@@ -136,3 +136,8 @@ def test_rating_scale_is_only_a_check_on_the_datas_scale(tmp_path):
     with pytest.raises(ConfigError, match=rf"rating_scale 1-10 in the recipe disagrees with the data's scale 1-5 "
                                           rf"\({out}/meta.json\)"):
         load_task_data(load_config("smoke", [*prepared, "rating_scale.min=1", "rating_scale.max=10"]))
+
+
+def test_a_run_folder_written_with_the_dropped_max_eval_still_loads():
+    """data.max_eval was never read; run folders whose config.yaml holds it must still load (evaluate, app, resume)."""
+    assert load_config("cpu-demo", ["data.max_eval=32"]).data.max_eval == 32
