@@ -280,7 +280,8 @@ def _graded_format(completion, kwargs, i):
 
 
 def _consistency(completion, kwargs, i):
-    return 1.0 if is_consistent(parse_answer(completion, _scale_at(kwargs, i), "reczero"), _scale_at(kwargs, i)) else 0.0
+    scale = _scale_at(kwargs, i)
+    return 1.0 if is_consistent(parse_answer(completion, scale, "reczero"), scale) else 0.0
 
 
 def exact_match(completions: Sequence[Any], *, hit: float = 2.0, miss: float = -1.5, **kwargs: Any) -> list[float]:
