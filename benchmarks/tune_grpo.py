@@ -50,13 +50,10 @@ def run_variant(run: Path, out: Path, overrides: list[str]) -> None:
 
 def table(rows: dict[str, Path]) -> str:
     from kit.io import read_jsonl
-    from kit.report import abs_errors, compare, scored_predictions, with_ci
+    from kit.report import compare, pair_errors, with_ci
 
     def errors(path: Path) -> dict:
-        records = read_jsonl(path)
-        scale = (1.0, 5.0)
-        found = abs_errors([r["rating"] for r in records], scored_predictions(records, scale))
-        return {(r["user_id"], r["item_id"]): e for r, e in zip(records, found)}
+        return pair_errors(read_jsonl(path), (1.0, 5.0))
 
     first = next(iter(rows.values()))
     sft = errors(first / "predictions_primed.jsonl")

@@ -43,6 +43,13 @@ def abs_errors(truths: Sequence[float], preds: Sequence[float]) -> np.ndarray:
     return np.abs(np.asarray(preds, dtype=float) - np.asarray(truths, dtype=float))
 
 
+def pair_errors(records: Sequence[dict], scale: tuple[float, float]) -> dict[tuple, float]:
+    """Each answered pair's absolute error, keyed by (user_id, item_id): what paired tests between
+    rounds scored on different pair sets line up on."""
+    found = abs_errors([r["rating"] for r in records], scored_predictions(records, scale))
+    return {(r["user_id"], r["item_id"]): float(e) for r, e in zip(records, found)}
+
+
 def _resampled(values: np.ndarray, seed: int, rounds: int = BOOTSTRAP_ROUNDS) -> np.ndarray:
     """`rounds` resamples of the pairs' values, with replacement (seeded): one per row."""
     return values[np.random.default_rng(seed).integers(0, values.size, size=(rounds, values.size))]

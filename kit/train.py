@@ -713,16 +713,13 @@ def reference_summary(data, frame, out: Path, seed: int, rounds: list[str]) -> d
     SVD needs scikit-surprise; without it (a bare GPU machine) the averages stand alone."""
     import importlib.util
 
-    from kit.report import (ROUND_LABELS, abs_errors, best_baseline, compare, public_metrics, reference_rows,
-                            scored_predictions)
+    from kit.report import ROUND_LABELS, best_baseline, compare, pair_errors, public_metrics, reference_rows
 
     refs = reference_rows(data, frame, seed, fitted=importlib.util.find_spec("surprise") is not None)
     keys = list(zip(frame["user_id"].to_list(), frame["item_id"].to_list()))
 
     def errors(stage: str) -> dict:
-        records = read_jsonl(out / f"predictions_{stage.removeprefix('eval_')}.jsonl")
-        found = abs_errors([r["rating"] for r in records], scored_predictions(records, data.scale))
-        return {(r["user_id"], r["item_id"]): e for r, e in zip(records, found)}
+        return pair_errors(read_jsonl(out / f"predictions_{stage.removeprefix('eval_')}.jsonl"), data.scale)
 
     def paired(a: str, ea: dict, b: str, eb: dict) -> dict:
         common = [k for k in keys if k in ea and k in eb]
